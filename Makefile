@@ -1,0 +1,42 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both set up .venv first, and only
+# re-install when requirements.lock or pyproject.toml changed since the last install.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup run test test-all lint lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $(STAMP)
+
+run: setup
+	dvc repro
+
+test: setup
+	python -m pytest
+
+test-all: setup  ## the slow, gpu and server tests too
+	python -m pytest -m ""
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+# Regenerates requirements.lock from pyproject.toml. pip-compile pins the CPU wheel this machine
+# finds as torch==X+cpu; the local tag is dropped so a CUDA machine installs the CUDA build of
+# the same version (pip still prefers the +cpu wheel where one is offered, as here).
+lock: setup
+	pip-compile --quiet --extra dev --strip-extras --allow-unsafe --no-emit-find-links \
+		--no-emit-index-url --output-file requirements.lock pyproject.toml
+	sed -i -E 's/^(torch==[0-9.]+)\+cpu/\1/' requirements.lock
+
+clean:
+	rm -rf data/raw data/prepared .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,191 @@
+"""`params.yaml`, parsed once into strict typed models.
+
+Unknown keys, wrong types and out-of-range values are errors that name the key path and
+what is allowed. Each stage receives only its section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Strict):
+    raw: Path = Path("data/raw")
+    prepared: Path = Path("data/prepared")
+
+
+class ImageSpec(Strict):
+    """What every image becomes: height × width pixels with 1 (grey) or 3 (RGB) channels."""
+
+    size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]]
+    channels: Literal[1, 3] = 1
+
+
+class SequenceSpec(Strict):
+    """Expected channel count of every series; None accepts whatever the train file has."""
+
+    channels: Annotated[int, Field(ge=1)] | None = None
+
+
+class SplitSpec(Strict):
+    """Stratified, seeded splits. `test` is for sources without their own test split."""
+
+    val: Fraction = 0.15
+    test: Fraction | None = None
+    seed: int = 0
+
+
+SOURCE_PATTERN = re.compile(r"^(sklearn:digits|sktime:[A-Za-z0-9_]+|folder|ts)$")
+
+
+class DatasetConfig(Strict):
+    """One dataset: where it comes from (`source`), where its raw files live (`path`)."""
+
+    source: Annotated[
+        str,
+        Field(
+            pattern=SOURCE_PATTERN.pattern,
+            description="sklearn:digits | sktime:<Name> | folder | ts",
+        ),
+    ]
+    path: Path
+    image: ImageSpec | None = None
+    sequence: SequenceSpec | None = None
+    split: SplitSpec = SplitSpec()
+
+    @property
+    def kind(self) -> Literal["image", "sequence"]:
+        return "image" if self.source in ("sklearn:digits", "folder") else "sequence"
+
+    @property
+    def builtin(self) -> bool:
+        return self.source not in ("folder", "ts")
+
+    @model_validator(mode="after")
+    def _sections_match_kind(self) -> DatasetConfig:
+        if self.kind == "image":
+            if self.image is None:
+                raise ValueError("image datasets need an `image` section (size, channels)")
+            if self.sequence is not None:
+                raise ValueError("`sequence` is for sequence datasets; this source gives images")
+            if self.split.test is None:
+                raise ValueError("split.test is required: an image folder has no test split")
+        else:
+            if self.image is not None:
+                raise ValueError("`image` is for image datasets; this source gives sequences")
+            if self.split.test is not None:
+                raise ValueError(
+                    "split.test is not allowed: a .ts archive's own TEST file is the test split"
+                )
+        return self
+
+
+class MlflowConfig(Strict):
+    """`tracking_uri: null` means MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`."""
+
+    tracking_uri: str | None = None
+
+
+class Params(Strict):
+    paths: Paths = Paths()
+    datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _builtin_paths(self) -> Params:
+        for name, ds in self.datasets.items():
+            expected = self.paths.raw / name
+            if ds.builtin and ds.path != expected:
+                raise ValueError(
+                    f"datasets.{name}.path: a built-in source is written by ingest to "
+                    f"'{expected}' (paths.raw/<dataset>); got '{ds.path}'"
+                )
+            overlaps = ds.path == expected or expected in ds.path.parents
+            if not ds.builtin and (overlaps or ds.path in expected.parents):
+                raise ValueError(
+                    f"datasets.{name}.path: your own data must live outside '{expected}', "
+                    f"which ingest owns; got '{ds.path}'"
+                )
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise PipelineError(f"unknown dataset '{name}' in {PARAMS_FILE}; known: {known}")
+        return self.datasets[name]
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Parse and validate `path`; every problem becomes one PipelineError naming its key path."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise PipelineError(f"{source}: invalid params:\n  " + "\n  ".join(lines)) from None
+
+
+def _describe(err: Any) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(err["loc"][:-1]))
+        return f"{key}: unknown key; allowed here: {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "source":
+        msg = "unknown source; allowed: sklearn:digits, sktime:<Name>, folder, ts"
+    if isinstance(err.get("input"), dict):  # a whole section: repeating it only adds noise
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {err.get('input')!r})"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at `loc`, walking Params' annotations (dict keys are names)."""
+    annotation: Any = Params
+    for part in loc:
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+            continue
+        model = _model_in(annotation)
+        if model is None or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+    model = _model_in(annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel class inside `annotation` (itself, or an arm of an Optional/Union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

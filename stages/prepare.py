@@ -1,0 +1,192 @@
+"""Stage `prepare@<dataset>`: all raw-to-tensor work, done once.
+
+Reads `datasets.<name>` of params.yaml and the raw files at `datasets.<name>.path`.
+Writes `<paths.prepared>/<name>/`:
+- `x_<split>.npy` float32, normalised with train-split statistics: images (N, C, H, W),
+  sequences (N, T, C) zero-padded to the longest series of all splits;
+- `y_<split>.npy` int64 class indices; `len_<split>.npy` int64 series lengths (sequences);
+- `meta.json`: classes, input shape, normalisation statistics, counts per split and class,
+  and a fingerprint of the raw files.
+The same inputs and params give byte-identical outputs, so `dvc.lock` stays put on re-runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from stages.atomic import atomic_dir, write_json
+from stages.config import DatasetConfig, load_params
+from stages.errors import PipelineError, cli
+from stages.images import list_image_folder, load_image
+from stages.tsfile import find_pair, read_ts
+
+SPLITS = ("train", "val", "test")
+
+
+def run(name: str, ds: DatasetConfig, out: Path) -> dict:
+    """Prepare dataset `name` into `out` (atomically); return its meta.json content."""
+    arrays, meta = _prepare_images(ds) if ds.kind == "image" else _prepare_sequences(ds)
+    meta |= {
+        "dataset": name,
+        "source": ds.source,
+        "kind": ds.kind,
+        "raw_fingerprint": fingerprint(ds.path),
+        "counts": {split: _counts(arrays[f"y_{split}"], meta["classes"]) for split in SPLITS},
+    }
+    with atomic_dir(out) as tmp:
+        for key, array in arrays.items():
+            np.save(tmp / f"{key}.npy", array, allow_pickle=False)
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def _prepare_images(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
+    assert ds.image is not None  # config.py requires it for image sources
+    folder = list_image_folder(ds.path)
+    classes = list(folder)
+    files = [f for c in classes for f in folder[c]]
+    labels = np.array([i for i, c in enumerate(classes) for _ in folder[c]], dtype=np.int64)
+    idx = _split_indices(labels, ds, classes)
+    pixels = np.stack([load_image(f, ds.image) for f in files])  # (N, H, W, C) uint8
+    x = pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    mean = x[idx["train"]].mean(axis=(0, 2, 3), dtype=np.float64)
+    std = x[idx["train"]].std(axis=(0, 2, 3), dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    x = ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    arrays = {}
+    for split in SPLITS:
+        arrays[f"x_{split}"] = np.ascontiguousarray(x[idx[split]])
+        arrays[f"y_{split}"] = labels[idx[split]]
+    height, width = ds.image.size
+    meta = {
+        "classes": classes,
+        "input_shape": [ds.image.channels, height, width],
+        "channels": ds.image.channels,
+        # Pixels are scaled to [0, 1] before these statistics are applied.
+        "normalization": {"scale": 1 / 255.0, "mean": mean.tolist(), "std": std.tolist()},
+    }
+    return arrays, meta
+
+
+def _prepare_sequences(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
+    train_file, test_file = find_pair(ds.path)
+    train, test = read_ts(train_file), read_ts(test_file)
+    channels = {s.shape[1] for s in train.series + test.series}
+    if len(channels) != 1:
+        raise PipelineError(
+            f"{test_file}: series have {test.series[0].shape[1]} channels, "
+            f"{train_file} has {train.series[0].shape[1]}"
+        )
+    n_channels = channels.pop()
+    expected = ds.sequence.channels if ds.sequence else None
+    if expected is not None and n_channels != expected:
+        raise PipelineError(
+            f"{train_file}: series have {n_channels} channels; params say "
+            f"sequence.channels: {expected}"
+        )
+    unseen = sorted(set(test.labels) - set(train.labels))
+    if unseen:
+        raise PipelineError(f"{test_file}: test labels {unseen} never occur in {train_file}")
+    classes = train.class_labels or sorted(set(train.labels), key=_natural)
+    index = {c: i for i, c in enumerate(classes)}
+    y_train_all = np.array([index[c] for c in train.labels], dtype=np.int64)
+    val_size = ds.split.val
+    train_idx, val_idx = _stratified(y_train_all, val_size, ds.split.seed, classes, "val")
+    parts = {
+        "train": [train.series[i] for i in train_idx],
+        "val": [train.series[i] for i in val_idx],
+        "test": test.series,
+    }
+    labels = {
+        "train": y_train_all[train_idx],
+        "val": y_train_all[val_idx],
+        "test": np.array([index[c] for c in test.labels], dtype=np.int64),
+    }
+    stacked = np.concatenate(parts["train"], axis=0).astype(np.float64)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    max_length = max(len(s) for s in train.series + test.series)
+    arrays = {}
+    for split in SPLITS:
+        normed = [((s - mean) / std).astype(np.float32) for s in parts[split]]
+        arrays[f"x_{split}"], arrays[f"len_{split}"] = _pad(normed, max_length, n_channels)
+        arrays[f"y_{split}"] = labels[split]
+    meta = {
+        "classes": classes,
+        "input_shape": [max_length, n_channels],
+        "channels": n_channels,
+        "max_length": max_length,
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+    }
+    return arrays, meta
+
+
+def _pad(series: list[np.ndarray], length: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad to `length` (the longest series of all splits, so every split has one shape)."""
+    lengths = np.array([len(s) for s in series], dtype=np.int64)
+    out = np.zeros((len(series), length, channels), dtype=np.float32)
+    for i, s in enumerate(series):
+        out[i, : len(s)] = s
+    return out, lengths
+
+
+def _split_indices(labels: np.ndarray, ds: DatasetConfig, classes: list[str]) -> dict:
+    assert ds.split.test is not None  # config.py requires it for image sources
+    rest, test = _stratified(labels, ds.split.test, ds.split.seed, classes, "test")
+    # val is a fraction of the whole dataset, so carve it from the rest accordingly.
+    val_of_rest = ds.split.val / (1.0 - ds.split.test)
+    train, val = _stratified(labels[rest], val_of_rest, ds.split.seed, classes, "val")
+    return {"train": rest[train], "val": rest[val], "test": test}
+
+
+def _stratified(
+    labels: np.ndarray, fraction: float, seed: int, classes: list[str], what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(labels))
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < 2:
+        small = [classes[i] for i in np.flatnonzero(counts < 2)]
+        raise PipelineError(
+            f"classes {small} have fewer than two examples: cannot split off {what}"
+        )
+    try:
+        keep, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise PipelineError(f"cannot split off {what} ({fraction}) stratified: {exc}") from None
+    return np.sort(keep), np.sort(held)
+
+
+def _counts(y: np.ndarray, classes: list[str]) -> dict:
+    per_class = np.bincount(y, minlength=len(classes))
+    return {"total": int(len(y)), "per_class": dict(zip(classes, per_class.tolist(), strict=True))}
+
+
+def _natural(label: str) -> tuple:
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+
+def fingerprint(root: Path) -> str:
+    """sha256 over every file under `root` (relative path and content), in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise PipelineError("usage: python -m stages.prepare <dataset>")
+    params = load_params()
+    ds = params.dataset(argv[0])
+    if ds.builtin and not ds.path.exists():
+        raise PipelineError(f"{ds.path}: missing; run `dvc repro ingest@{argv[0]}` first")
+    run(argv[0], ds, params.paths.prepared / argv[0])
+
+
+if __name__ == "__main__":
+    cli(main)

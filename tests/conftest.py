@@ -1,0 +1,87 @@
+"""Shared fixtures: the real params.yaml, shrunk or redirected per test, and tiny raw files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from stages.config import Params, parse_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def make_params(raw_params, tmp_path):
+    """Params from the real file with `datasets` replaced/extended and paths under tmp_path."""
+
+    def build(datasets: dict | None = None, **sections) -> Params:
+        raw = copy.deepcopy(raw_params)
+        raw["paths"] = {"raw": str(tmp_path / "raw"), "prepared": str(tmp_path / "prepared")}
+        for name, ds in raw["datasets"].items():
+            ds["path"] = str(tmp_path / "raw" / name)
+        if datasets is not None:
+            raw["datasets"] = datasets
+        raw.update(sections)
+        return parse_params(raw)
+
+    return build
+
+
+def write_image_folder(root: Path, spec: dict[str, int], size=(8, 8), mode="L", fmt="PNG"):
+    """`spec`: class → image count. Pixel values depend on class and index, so they differ."""
+    rng = np.random.default_rng(0)
+    suffix = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp"}[fmt]
+    for c, n in spec.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            Image.fromarray(pixels, mode=mode).save(root / c / f"{i:03d}{suffix}", format=fmt)
+    return root
+
+
+def ts_text(cases: list[tuple[list[list[float]], str]], labels: list[str]) -> str:
+    """A `.ts` file: each case is (channels × values, label)."""
+    dims = len(cases[0][0])
+    lines = [
+        "@problemName Tiny",
+        "@timeStamps false",
+        "@missing false",
+        f"@univariate {'true' if dims == 1 else 'false'}",
+        f"@dimensions {dims}",
+        "@equalLength false",
+        f"@classLabel true {' '.join(labels)}",
+        "@data",
+    ]
+    for channels, label in cases:
+        lines.append(":".join(",".join(repr(v) for v in ch) for ch in channels) + f":{label}")
+    return "\n".join(lines) + "\n"
+
+
+def tiny_cases(n_per_class: int, labels=("a", "b"), channels=2, seed=0):
+    """Series of lengths 3..8 whose mean depends on the class."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k, label in enumerate(labels):
+        for _ in range(n_per_class):
+            length = int(rng.integers(3, 9))
+            values = rng.normal(loc=k, size=(channels, length)).round(4).tolist()
+            cases.append((values, label))
+    return cases
+
+
+def write_ts_pair(root: Path, train: list, test: list, labels=("a", "b")) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Tiny_TRAIN.ts").write_text(ts_text(train, list(labels)))
+    (root / "Tiny_TEST.ts").write_text(ts_text(test, list(labels)))
+    return root
