@@ -27,6 +27,9 @@ class Strict(BaseModel):
 class Paths(Strict):
     raw: Path = Path("data/raw")
     prepared: Path = Path("data/prepared")
+    models: Path = Path("models")
+    metrics: Path = Path("metrics")
+    checkpoints: Path = Path("checkpoints")
 
 
 class ImageSpec(Strict):
@@ -95,6 +98,70 @@ class DatasetConfig(Strict):
         return self
 
 
+class CNNSpec(Strict):
+    channels: list[Annotated[int, Field(ge=1)]] = Field(default=[32, 64], min_length=1)
+    kernel_size: Annotated[int, Field(ge=1, le=11)] = 3
+    hidden: Annotated[int, Field(ge=1)] = 128
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    batch_norm: bool = True
+
+
+class RNNSpec(Strict):
+    hidden_size: Annotated[int, Field(ge=1)] = 64
+    num_layers: Annotated[int, Field(ge=1, le=8)] = 1
+    bidirectional: bool = False
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    pooling: Literal["last", "mean"] = "last"
+
+
+class ModelConfig(Strict):
+    """One trained model: its architecture, the dataset it learns, and how it is optimised."""
+
+    dataset: str
+    arch: Literal["cnn", "rnn", "lstm", "gru"]
+    cnn: CNNSpec | None = None
+    rnn: RNNSpec | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    max_epochs: Annotated[int, Field(ge=1)] = 30
+    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    scheduler: Literal["none", "cosine", "onecycle"] = "none"
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @property
+    def kind(self) -> Literal["image", "sequence"]:
+        return "image" if self.arch == "cnn" else "sequence"
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the network (lightning_modules.registry)."""
+        if self.arch == "cnn":
+            spec = self.cnn or CNNSpec()
+            return spec.model_dump() | {"channels": tuple(spec.channels)}
+        return (self.rnn or RNNSpec()).model_dump()
+
+    @model_validator(mode="after")
+    def _section_matches_arch(self) -> ModelConfig:
+        wrong = "rnn" if self.arch == "cnn" else "cnn"
+        if getattr(self, wrong) is not None:
+            raise ValueError(f"`{wrong}` settings do not apply to arch '{self.arch}'")
+        return self
+
+
+class TrainerConfig(Strict):
+    """Lightning Trainer settings shared by every model (defaults: a GPU when present)."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    num_nodes: Annotated[int, Field(ge=1)] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    # null: bf16-mixed on CUDA, 32-true on CPU.
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] | None = None
+    deterministic: bool = True
+    seed: int = 0
+    patience: Annotated[int, Field(ge=1)] = 10
+
+
 class MlflowConfig(Strict):
     """`tracking_uri: null` means MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`."""
 
@@ -104,7 +171,25 @@ class MlflowConfig(Strict):
 class Params(Strict):
     paths: Paths = Paths()
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
+    models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelConfig] = {}
+    trainer: TrainerConfig = TrainerConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _models_fit_datasets(self) -> Params:
+        for name, model in self.models.items():
+            if model.dataset not in self.datasets:
+                known = ", ".join(sorted(self.datasets))
+                raise ValueError(
+                    f"models.{name}.dataset: unknown dataset '{model.dataset}'; known: {known}"
+                )
+            kind = self.datasets[model.dataset].kind
+            if kind != model.kind:
+                raise ValueError(
+                    f"models.{name}: arch '{model.arch}' takes {model.kind}s, but dataset "
+                    f"'{model.dataset}' holds {kind}s"
+                )
+        return self
 
     @model_validator(mode="after")
     def _builtin_paths(self) -> Params:
@@ -122,6 +207,12 @@ class Params(Strict):
                     f"which ingest owns; got '{ds.path}'"
                 )
         return self
+
+    def model(self, name: str) -> ModelConfig:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise PipelineError(f"unknown model '{name}' in {PARAMS_FILE}; known: {known}")
+        return self.models[name]
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -153,11 +244,13 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
 
 def _describe(err: Any) -> str:
     loc = [str(part) for part in err["loc"]]
-    key = ".".join(loc) or "<top level>"
+    key = ".".join(loc)
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(_allowed_keys(err["loc"][:-1]))
         return f"{key}: unknown key; allowed here: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
+    if not key:  # a check across sections: its message names the keys itself
+        return msg
     if err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "source":
         msg = "unknown source; allowed: sklearn:digits, sktime:<Name>, folder, ts"
     if isinstance(err.get("input"), dict):  # a whole section: repeating it only adds noise

@@ -31,6 +31,7 @@ def make_params(raw_params, tmp_path):
             ds["path"] = str(tmp_path / "raw" / name)
         if datasets is not None:
             raw["datasets"] = datasets
+            raw["models"] = {}  # the repository's models name its datasets
         raw.update(sections)
         return parse_params(raw)
 

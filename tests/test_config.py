@@ -71,7 +71,10 @@ def _error(raw: dict) -> str:
             ),
             "datasets.mine.path: your own data must live outside 'data/raw/mine'",
         ),
-        (lambda r: r.update(extra={}), "extra: unknown key; allowed here: datasets, mlflow, paths"),
+        (
+            lambda r: r.update(extra={}),
+            "extra: unknown key; allowed here: datasets, mlflow, models, paths, trainer",
+        ),
     ],
 )
 def test_bad_params_name_the_key(raw_params, edit, expected):

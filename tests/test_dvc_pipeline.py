@@ -24,7 +24,10 @@ def repo_copy(tmp_path) -> Path:
     """The tracked and untracked-not-ignored files of this checkout, as a fresh git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     dest = tmp_path / "repo"
     for rel in filter(None, listed):
@@ -85,8 +88,13 @@ def test_bad_input_fails_the_stage_and_keeps_the_output(repo_copy):
     params["datasets"]["japanese_vowels"]["sequence"]["channels"] = 13
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare@japanese_vowels"],
-                          cwd=repo_copy, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "prepare@japanese_vowels"],
+        cwd=repo_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0
     assert "params say sequence.channels: 13" in done.stdout + done.stderr
     assert (repo_copy / "data/prepared/japanese_vowels/x_train.npy").read_bytes() == before

@@ -1,0 +1,240 @@
+"""Stage `train@<model>`: train one model with Lightning and track the run in MLflow.
+
+Reads `models.<model>`, `trainer` and `mlflow` of params.yaml and
+`<paths.prepared>/<dataset>/`. Writes `<paths.models>/<model>/` (the best weights, CPU tensors,
+plus what rebuilds the model) and `<paths.metrics>/train/<model>.json`.
+
+While it runs, `<paths.checkpoints>/<model>/` holds the best and last checkpoints and the MLflow
+run id. A training killed part-way resumes from its last checkpoint when the stage runs again
+with the same params and data; a finished training removes that folder, so it is never
+resumed by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_modules.data import PreparedDataModule
+from lightning_modules.export import save_classifier, weights_sha256
+from lightning_modules.system import Classifier, NonFiniteLossError
+from stages.atomic import atomic_dir, write_json
+from stages.config import ModelConfig, TrainerConfig, load_params
+from stages.errors import PipelineError, cli
+from stages.tracking import dvc_out_hash, flatten, git_commit, tracking_uri
+
+RUN_FILE = "run.json"  # beside the weights/ folder of Lightning's checkpoints
+
+
+class _Throughput(Callback):
+    """Counts training samples and wall time of this process's fit (validation included)."""
+
+    def __init__(self) -> None:
+        self.samples, self.start, self.seconds = 0, 0.0, 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.samples += len(batch[-1]) * trainer.world_size
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def run(
+    name: str,
+    model: ModelConfig,
+    trainer_cfg: TrainerConfig,
+    prepared: Path,
+    out: Path,
+    metrics_file: Path,
+    checkpoints: Path,
+    mlflow_uri: str,
+    tags: dict[str, str],
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train model `name` on `prepared`; write `out` and `metrics_file`; return the metrics."""
+    if not (prepared / "meta.json").is_file():
+        raise PipelineError(
+            f"{prepared}: no prepared data; run `dvc repro prepare@{model.dataset}` first"
+        )
+    data = PreparedDataModule(prepared, batch_size=model.batch_size, seed=trainer_cfg.seed)
+    if data.meta["kind"] != model.kind:
+        raise PipelineError(
+            f"models.{name}: arch '{model.arch}' takes {model.kind}s, but {prepared} holds "
+            f"{data.meta['kind']}s"
+        )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
+    system = Classifier(
+        model=model.arch,
+        input_shape=tuple(data.meta["input_shape"]),
+        num_classes=len(data.meta["classes"]),
+        model_kwargs=model.model_kwargs,
+        lr=model.lr,
+        weight_decay=model.weight_decay,
+        scheduler=model.scheduler,
+        label_smoothing=model.label_smoothing,
+    )
+    fingerprint = _fingerprint(model, trainer_cfg, data.meta)
+    resume = _resumable(checkpoints, fingerprint)
+    logger = MLFlowLogger(
+        experiment_name=model.dataset,
+        run_name=name,
+        tracking_uri=mlflow_uri,
+        run_id=resume.get("mlflow_run_id"),
+        tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
+    )
+    run_id = logger.run_id  # None on the other DDP processes: only rank 0 talks to MLflow
+    if rank_zero_only.rank == 0:
+        write_json(checkpoints / RUN_FILE, {"fingerprint": fingerprint, "mlflow_run_id": run_id})
+    logger.log_hyperparams(
+        flatten({"model": model.model_dump(), "trainer": trainer_cfg.model_dump()})
+        | {"dataset": model.dataset, "n_train": data.meta["counts"]["train"]["total"]}
+    )
+    best = ModelCheckpoint(
+        dirpath=checkpoints / "weights", filename="best", monitor="val_loss", save_last=True
+    )
+    throughput = _Throughput()
+    trainer = L.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.precision or _default_precision(trainer_cfg),
+        deterministic=trainer_cfg.deterministic,
+        max_epochs=model.max_epochs,
+        logger=logger,
+        callbacks=[
+            EarlyStopping(monitor="val_loss", patience=trainer_cfg.patience),
+            best,
+            throughput,
+            *callbacks,
+        ],
+        default_root_dir=checkpoints,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    try:
+        trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
+    except NonFiniteLossError as exc:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a diverged run is not worth resuming
+        raise PipelineError(f"train@{name}: {exc}; no model was written") from None
+    if not trainer.is_global_zero:
+        return {}
+    device = str(trainer.strategy.root_device)
+    best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    system.load_state_dict(best_state["state_dict"])
+    digest = weights_sha256(system)
+    client = logger.experiment
+    metrics = {
+        "mlflow_run_id": run_id,
+        "best_val_loss": float(best.best_model_score),
+        "best_val_accuracy": _at_best_epoch(client, run_id, "val_acc"),
+        "epochs": trainer.current_epoch,
+        "resumed_at_epoch": resume.get("epoch"),
+        "train_seconds": round(throughput.seconds, 3),
+        "samples_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 1),
+        "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name()})",
+        "precision": str(trainer.precision),
+        "weights_sha256": digest,
+    }
+    spec = {
+        "dataset": model.dataset,
+        "classes": data.meta["classes"],
+        "mlflow_run_id": run_id,
+        "weights_sha256": digest,
+    }
+    with atomic_dir(out) as tmp:
+        save_classifier(system, tmp, spec)
+    write_json(metrics_file, metrics)
+    for key in ("device", "weights_sha256"):
+        client.set_tag(run_id, key, metrics[key])
+    client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"])
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return metrics
+
+
+def _at_best_epoch(client: Any, run_id: str, metric: str) -> float:
+    """`metric` at the epoch of lowest val_loss, from the run's history (resumes included)."""
+    losses = client.get_metric_history(run_id, "val_loss")
+    best_step = min(losses, key=lambda m: m.value).step
+    values = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    return float(values[best_step])
+
+
+def _default_precision(cfg: TrainerConfig) -> str:
+    on_cuda = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_cuda else "32-true"
+
+
+def _fingerprint(model: ModelConfig, trainer_cfg: TrainerConfig, meta: dict) -> str:
+    """What a checkpoint must match to be resumed: the params and the prepared data."""
+    key = {
+        "model": model.model_dump(),
+        "trainer": trainer_cfg.model_dump(),
+        "data": meta["raw_fingerprint"],
+        "counts": meta["counts"],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resumable(checkpoints: Path, fingerprint: str) -> dict[str, Any]:
+    """The last checkpoint and MLflow run of an unfinished training with the same fingerprint.
+
+    Anything else left in `checkpoints` belongs to other params or data and is cleared (by
+    rank 0 only: DDP's other processes start while rank 0 already trains into the folder).
+    """
+    last = checkpoints / "weights" / "last.ckpt"
+    run_file = checkpoints / RUN_FILE
+    if last.is_file() and run_file.is_file():
+        saved = json.loads(run_file.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            # A checkpoint is saved at the end of epoch N; training goes on at epoch N + 1.
+            done = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+            return {"last": str(last), "mlflow_run_id": saved["mlflow_run_id"], "epoch": done + 1}
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        checkpoints.mkdir(parents=True)
+    return {}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise PipelineError("usage: python -m stages.train <model>")
+    params = load_params()
+    model = params.model(argv[0])
+    paths = params.paths
+    tags = {
+        "git_commit": git_commit(),
+        "data_dvc_md5": dvc_out_hash(f"prepare@{model.dataset}"),
+    }
+    run(
+        argv[0],
+        model,
+        params.trainer,
+        prepared=paths.prepared / model.dataset,
+        out=paths.models / argv[0],
+        metrics_file=paths.metrics / "train" / f"{argv[0]}.json",
+        checkpoints=paths.checkpoints / argv[0],
+        mlflow_uri=tracking_uri(params.mlflow.tracking_uri),
+        tags=tags,
+    )
+
+
+if __name__ == "__main__":
+    cli(main)

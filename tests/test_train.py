@@ -1,0 +1,280 @@
+"""The train stage on tiny prepared data, against a temporary SQLite MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from lightning_modules.data import PreparedDataModule
+from lightning_modules.export import load_classifier, weights_sha256
+from lightning_modules.system import Classifier
+from stages import prepare, train
+from stages.config import load_params, parse_params
+from stages.errors import PipelineError
+from tests.conftest import REPO, tiny_cases, write_image_folder, write_ts_pair
+
+PARAMS = load_params(REPO / "params.yaml")
+
+
+def tiny_prepared(work: Path, kind: str) -> Path:
+    """Prepared data made by the real prepare stage from tiny raw files."""
+    out = work / "prepared" / kind
+    if (out / "meta.json").is_file():
+        return out
+    if kind == "image":
+        raw = write_image_folder(work / "raw_images", {"a": 12, "b": 12, "c": 12})
+        ds = {
+            "source": "folder",
+            "path": str(raw),
+            "image": {"size": [8, 8]},
+            "split": {"val": 0.25, "test": 0.25, "seed": 0},
+        }
+    else:
+        raw = write_ts_pair(work / "raw_seqs", tiny_cases(16), tiny_cases(4, seed=1))
+        ds = {"source": "ts", "path": str(raw), "split": {"val": 0.25, "seed": 0}}
+    prepare.run(kind, parse_params({"datasets": {kind: ds}}).datasets[kind], out)
+    return out
+
+
+def shrunk(name: str, **changes):
+    """The real model config, shrunk to a couple of small epochs."""
+    model = PARAMS.models[name]
+    return model.model_copy(update={"max_epochs": 3, "batch_size": 8} | changes)
+
+
+def run_tiny(work: Path, name: str, callbacks=(), **changes) -> dict:
+    model = shrunk(name, **changes)
+    prepared = tiny_prepared(work, model.kind)
+    return train.run(
+        name,
+        model,
+        PARAMS.trainer.model_copy(update={"accelerator": "cpu", "devices": 1}),
+        prepared=prepared,
+        out=work / "models" / name,
+        metrics_file=work / "metrics" / f"{name}.json",
+        checkpoints=work / "checkpoints" / name,
+        mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
+        tags={"git_commit": "abc123", "data_dvc_md5": "d41d8cd9.dir"},
+        callbacks=callbacks,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS.models))
+def test_fast_dev_run_every_configured_model(tmp_path, name):
+    model = PARAMS.models[name]
+    data = PreparedDataModule(tiny_prepared(tmp_path, model.kind), batch_size=4)
+    system = Classifier(
+        model.arch,
+        tuple(data.meta["input_shape"]),
+        len(data.meta["classes"]),
+        model.model_kwargs,
+        lr=model.lr,
+        scheduler=model.scheduler,
+    )
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(system, datamodule=data)
+    assert trainer.state.finished
+
+
+@pytest.mark.parametrize("name", ["cnn", "lstm"])
+def test_stage_writes_model_and_metrics(tmp_path, name):
+    metrics = run_tiny(tmp_path, name)
+    written = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
+    assert written == metrics
+    for key in (
+        "mlflow_run_id",
+        "best_val_accuracy",
+        "epochs",
+        "train_seconds",
+        "samples_per_second",
+        "device",
+        "weights_sha256",
+    ):
+        assert key in metrics
+    assert metrics["device"] == "cpu" and metrics["epochs"] == 3
+    assert 0.0 <= metrics["best_val_accuracy"] <= 1.0
+    module, spec = load_classifier(tmp_path / "models" / name)
+    assert weights_sha256(module) == metrics["weights_sha256"] == spec["weights_sha256"]
+    assert not (tmp_path / "checkpoints" / name).exists()  # finished: nothing to resume
+
+
+def test_same_seed_same_weights(tmp_path):
+    first = run_tiny(tmp_path / "a", "cnn")
+    second = run_tiny(tmp_path / "b", "cnn")
+    assert first["weights_sha256"] == second["weights_sha256"]
+    other = run_tiny(tmp_path / "c", "cnn", lr=0.01)
+    assert other["weights_sha256"] != first["weights_sha256"]
+
+
+def test_mlflow_run_holds_params_metrics_and_tags(tmp_path):
+    metrics = run_tiny(tmp_path, "lstm")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(PARAMS.models["lstm"].dataset)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [metrics["mlflow_run_id"]]  # exactly one run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.arch"] == "lstm"
+    assert run.data.params["model.rnn.hidden_size"] == str(PARAMS.models["lstm"].rnn.hidden_size)
+    assert run.data.params["trainer.seed"] == str(PARAMS.trainer.seed)
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3, key  # per epoch
+    assert run.data.tags["model"] == "lstm"
+    assert run.data.tags["dataset"] == PARAMS.models["lstm"].dataset
+    assert run.data.tags["git_commit"] == "abc123"
+    assert run.data.tags["data_dvc_md5"] == "d41d8cd9.dir"
+    assert run.data.tags["device"] == "cpu"
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    tiny_prepared(tmp_path, "sequence")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "interrupted_training.py"), str(tmp_path), "2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "checkpoints" / "gru" / "weights" / "last.ckpt").is_file()
+    assert not (tmp_path / "models" / "gru").exists()
+    run_id = json.loads((tmp_path / "checkpoints" / "gru" / "run.json").read_text())[
+        "mlflow_run_id"
+    ]
+
+    resumed = run_tiny(tmp_path, "gru")
+    assert resumed["resumed_at_epoch"] == 2  # epochs 0 and 1 were done, 2 was cut short
+    assert resumed["epochs"] == 3
+    assert resumed["mlflow_run_id"] == run_id  # the same run continues
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.get_metric_history(run_id, "val_loss")) == 3
+
+    fresh = run_tiny(tmp_path, "gru")  # finished: the next run starts over
+    assert fresh["resumed_at_epoch"] is None
+    assert fresh["mlflow_run_id"] != run_id
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
+    folder = tmp_path / "checkpoints" / "gru"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"fingerprint": "other", "mlflow_run_id": "x"}))
+    (folder / "weights").mkdir()
+    (folder / "weights" / "last.ckpt").write_bytes(b"stale")
+    assert run_tiny(tmp_path, "gru")["resumed_at_epoch"] is None
+
+
+def test_nan_loss_stops_with_the_epoch_and_writes_nothing(tmp_path):
+    prepared = tiny_prepared(tmp_path, "image")
+    x = np.load(prepared / "x_train.npy")
+    x[0, 0, 0, 0] = np.nan
+    np.save(prepared / "x_train.npy", x)
+    with pytest.raises(PipelineError, match="train@cnn: training loss is nan at epoch 0"):
+        run_tiny(tmp_path, "cnn")
+    assert not (tmp_path / "models" / "cnn").exists()
+    assert not (tmp_path / "metrics" / "cnn.json").exists()
+
+
+def test_missing_prepared_data_names_the_stage(tmp_path):
+    with pytest.raises(PipelineError, match=r"run `dvc repro prepare@digits` first"):
+        train.run(
+            "cnn",
+            PARAMS.models["cnn"],
+            PARAMS.trainer,
+            tmp_path / "nope",
+            tmp_path / "m",
+            tmp_path / "m.json",
+            tmp_path / "c",
+            f"sqlite:///{tmp_path}/db",
+            {},
+        )
+
+
+def test_model_that_does_not_fit_its_data_is_refused_before_training(tmp_path):
+    with pytest.raises(PipelineError, match="arch 'cnn' takes images, but .* holds sequences"):
+        train.run(
+            "cnn",
+            shrunk("cnn"),
+            PARAMS.trainer,
+            tiny_prepared(tmp_path, "sequence"),
+            tmp_path / "m",
+            tmp_path / "m.json",
+            tmp_path / "c",
+            f"sqlite:///{tmp_path}/db",
+            {},
+        )
+    with pytest.raises(PipelineError, match="models.cnn: arch 'cnn' takes images, but dataset"):
+        raw = PARAMS.model_dump(mode="json")
+        raw["models"]["cnn"]["dataset"] = "japanese_vowels"
+        parse_params(raw)
+    with pytest.raises(PipelineError, match="unknown model 'resnet'.*known: cnn, gru, lstm"):
+        PARAMS.model("resnet")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_gpu_training_loads_on_cpu(tmp_path):
+    model = shrunk("cnn")
+    metrics = train.run(
+        "cnn",
+        model,
+        PARAMS.trainer.model_copy(update={"accelerator": "gpu"}),
+        tiny_prepared(tmp_path, "image"),
+        tmp_path / "m",
+        tmp_path / "m.json",
+        tmp_path / "c",
+        f"sqlite:///{tmp_path}/db",
+        {},
+    )
+    assert metrics["device"].startswith("cuda") and metrics["precision"] == "bf16-mixed"
+    module, _ = load_classifier(tmp_path / "m")
+    assert next(module.parameters()).device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """The stage's CLI under DDP: Lightning starts a second process that re-runs the command."""
+    prepared = tiny_prepared(tmp_path, "image")
+    raw = PARAMS.model_dump(mode="json")
+    raw["paths"] = {name: str(tmp_path / name) for name in raw["paths"]}
+    raw["paths"]["prepared"] = str(prepared.parent)
+    raw["datasets"]["digits"]["path"] = str(tmp_path / "raw" / "digits")
+    raw["datasets"]["japanese_vowels"]["path"] = str(tmp_path / "raw" / "japanese_vowels")
+    raw["trainer"] |= {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+    raw["models"] = {"cnn": raw["models"]["cnn"] | {"dataset": "digits", "max_epochs": 2}}
+    (prepared.parent / "digits").symlink_to(prepared)
+    (tmp_path / "params.yaml").write_text(json.dumps(raw))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.train", "cnn"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed_backend=gloo" in done.stderr and "All distributed processes" in done.stderr
+    metrics = json.loads((tmp_path / "metrics" / "train" / "cnn.json").read_text())
+    assert metrics["epochs"] == 2
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits")
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # one run, not one per rank
+    load_classifier(tmp_path / "models" / "cnn")
