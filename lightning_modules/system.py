@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Literal
 
 import lightning as L
@@ -18,6 +19,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Classifier(L.LightningModule):
+    # Macro-F1 on validation only: on the training split it would only add per-step cost.
+    METRICS = {"train": ("acc",), "val": ("acc", "f1")}
+
     def __init__(
         self,
         model: str,
@@ -36,14 +40,17 @@ class Classifier(L.LightningModule):
         self.net = create_model(model, tuple(input_shape), num_classes, **(model_kwargs or {}))
         self.sequence = len(input_shape) == 2
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        metric_types = {
+            "acc": partial(MulticlassAccuracy, average="micro"),
+            "f1": partial(MulticlassF1Score, average="macro"),
+        }
         self.metrics = nn.ModuleDict(
             {
-                f"{split}_{name}": metric
-                for split in ("train", "val")
-                for name, metric in (
-                    ("acc", MulticlassAccuracy(num_classes, average="micro")),
-                    ("f1", MulticlassF1Score(num_classes, average="macro")),
-                )
+                f"{split}_{name}": metric_types[name](num_classes, validate_args=False)
+                for split, names in self.METRICS.items()
+                for name in names
             }
         )
 
@@ -54,17 +61,44 @@ class Classifier(L.LightningModule):
         *inputs, y = batch
         logits = self(*inputs)
         loss = self.loss(logits, y)
-        if split == "train" and not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}"
-            )
         preds = logits.argmax(dim=1)
-        for name in ("acc", "f1"):
-            metric = self.metrics[f"{split}_{name}"]
-            metric.update(preds, y)
-            self.log(f"{split}_{name}", metric, on_step=False, on_epoch=True)
-        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        for name in self.METRICS[split]:
+            self.metrics[f"{split}_{name}"].update(preds, y)
+        # Summed here and logged once per epoch: a self.log() per step costs about as much as
+        # the forward pass of these small models (bench/train_throughput.py).
+        self._loss_sums[split] += loss.detach() * len(y)
+        self._counts[split] += len(y)
         return loss
+
+    def _reset(self, split: str) -> None:
+        self._loss_sums[split] = torch.zeros((), device=self.device)
+        self._counts[split] = 0
+
+    def _log_epoch(self, split: str) -> None:
+        mean = self._loss_sums[split] / max(self._counts[split], 1)
+        # Checked once per epoch on the sum (a NaN or inf in any step reaches it), not per step:
+        # a per-step check forces a device sync on every batch.
+        if split == "train" and not torch.isfinite(mean):
+            raise NonFiniteLossError(
+                f"training loss is {mean.item()} at epoch {self.current_epoch}"
+            )
+        self.log(f"{split}_loss", mean, sync_dist=True)
+        for name in self.METRICS[split]:
+            metric = self.metrics[f"{split}_{name}"]
+            self.log(f"{split}_{name}", metric.compute())
+            metric.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._reset("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
