@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-all lint lock clean
+.PHONY: setup run test test-all lint lock clean ui
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ test: setup
 
 test-all: setup  ## the slow, gpu and server tests too
 	python -m pytest -m ""
+
+# The MLflow UI over the project's store: experiments per dataset, runs side by side, the registry.
+ui: setup
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--host 127.0.0.1 --port 5000
 
 lint: setup
 	ruff check .

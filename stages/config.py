@@ -21,7 +21,7 @@ Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Paths(Strict):
@@ -163,9 +163,24 @@ class TrainerConfig(Strict):
 
 
 class MlflowConfig(Strict):
-    """`tracking_uri: null` means MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`."""
+    """`tracking_uri: null` means MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`.
+
+    A tracking server that does not answer is retried `retries` times, waiting
+    backoff_seconds × 2^k between tries.
+    """
 
     tracking_uri: str | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 4
+    backoff_seconds: Annotated[float, Field(ge=0.0)] = 1.0
+    timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
+
+
+class RegisterConfig(Strict):
+    """Champion/challenger: the newest version replaces the champion when it beats it on the
+    same test set by at least `min_delta` of `metric`."""
+
+    metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
+    min_delta: Annotated[float, Field(ge=0.0, le=1.0)] = 0.002
 
 
 class Params(Strict):
@@ -174,6 +189,8 @@ class Params(Strict):
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelConfig] = {}
     trainer: TrainerConfig = TrainerConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    # `register` would shadow pydantic's ABC `register` method; the YAML key stays `register`.
+    registry: RegisterConfig = Field(default=RegisterConfig(), alias="register")
 
     @model_validator(mode="after")
     def _models_fit_datasets(self) -> Params:
@@ -266,11 +283,12 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             annotation = get_args(annotation)[1]
             continue
         model = _model_in(annotation)
-        if model is None or part not in model.model_fields:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()} if model else {}
+        if part not in fields:
             return []
-        annotation = model.model_fields[part].annotation
+        annotation = fields[part].annotation
     model = _model_in(annotation)
-    return sorted(model.model_fields) if model is not None else []
+    return sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
 
 
 def _model_in(annotation: Any) -> Any:

@@ -59,11 +59,15 @@ def load_image(path: Path, spec: ImageSpec) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            img = img.convert("L" if spec.channels == 1 else "RGB")
-            height, width = spec.size
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            return conform(img, spec)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise PipelineError(f"{path}: unreadable or truncated image: {exc}") from None
-    return array.reshape(height, width, spec.channels)
+
+
+def conform(img: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """One image to the configured channels and size: prepare and the served model share it."""
+    img = img.convert("L" if spec.channels == 1 else "RGB")
+    height, width = spec.size
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).reshape(height, width, spec.channels)

@@ -5,14 +5,17 @@ Writes `<paths.prepared>/<name>/`:
 - `x_<split>.npy` float32, normalised with train-split statistics: images (N, C, H, W),
   sequences (N, T, C) zero-padded to the longest series of all splits;
 - `y_<split>.npy` int64 class indices; `len_<split>.npy` int64 series lengths (sequences);
+- `files_<split>.txt` (image datasets): each example's file, relative to the raw folder;
 - `meta.json`: classes, input shape, normalisation statistics, counts per split and class,
-  and a fingerprint of the raw files.
+  a fingerprint of the raw files and one of the test split alone (to tell whether a model
+  measured earlier was measured on the same test set).
 The same inputs and params give byte-identical outputs, so `dvc.lock` stays put on re-runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,10 @@ def run(name: str, ds: DatasetConfig, out: Path) -> dict:
     }
     with atomic_dir(out) as tmp:
         for key, array in arrays.items():
-            np.save(tmp / f"{key}.npy", array, allow_pickle=False)
+            if key.startswith("files_"):
+                (tmp / f"{key}.txt").write_text("".join(f"{f}\n" for f in array))
+            else:
+                np.save(tmp / f"{key}.npy", array, allow_pickle=False)
         write_json(tmp / "meta.json", meta)
     return meta
 
@@ -57,10 +63,12 @@ def _prepare_images(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
     std = x[idx["train"]].std(axis=(0, 2, 3), dtype=np.float64)
     std = np.where(std > 0, std, 1.0)
     x = ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
-    arrays = {}
+    arrays: dict = {}
     for split in SPLITS:
         arrays[f"x_{split}"] = np.ascontiguousarray(x[idx[split]])
         arrays[f"y_{split}"] = labels[idx[split]]
+        arrays[f"files_{split}"] = [files[i].relative_to(ds.path).as_posix() for i in idx[split]]
+    test_files = [files[i] for i in idx["test"]]
     height, width = ds.image.size
     meta = {
         "classes": classes,
@@ -68,6 +76,7 @@ def _prepare_images(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
         "channels": ds.image.channels,
         # Pixels are scaled to [0, 1] before these statistics are applied.
         "normalization": {"scale": 1 / 255.0, "mean": mean.tolist(), "std": std.tolist()},
+        "test_fingerprint": _digest(ds.path, test_files, classes),
     }
     return arrays, meta
 
@@ -121,6 +130,7 @@ def _prepare_sequences(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
         "channels": n_channels,
         "max_length": max_length,
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "test_fingerprint": _digest(ds.path, [test_file], classes),
     }
     return arrays, meta
 
@@ -171,8 +181,12 @@ def _natural(label: str) -> tuple:
 
 def fingerprint(root: Path) -> str:
     """sha256 over every file under `root` (relative path and content), in sorted order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    return _digest(root, sorted(p for p in root.rglob("*") if p.is_file()))
+
+
+def _digest(root: Path, files: list[Path], classes: list[str] | None = None) -> str:
+    digest = hashlib.sha256(json.dumps(classes).encode())
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow import MlflowClient
+
+from stages.config import MlflowConfig
+from stages.errors import PipelineError
 
 # `dvc exp run --temp` runs a copy of the repository under .dvc/tmp/exps/; runs it tracks
 # belong in the store of the repository itself.
@@ -19,10 +26,47 @@ def tracking_uri(configured: str | None, root: Path = REPO_ROOT) -> str:
 
     The default is absolute so that it also holds in DVC's temporary experiment directories.
     """
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or configured
-        or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or _default_uri(root)
+
+
+def _default_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def artifact_location(uri: str, root: Path = REPO_ROOT) -> str | None:
+    """Where new experiments of the default store keep artifacts: `<root>/mlruns`, absolute.
+
+    (MLflow would resolve its default against the working directory.) A server decides for
+    itself: None.
+    """
+    return str(root / "mlruns") if uri == _default_uri(root) else None
+
+
+def connect(uri: str, cfg: MlflowConfig) -> MlflowClient:
+    """A client for `uri`; a server that does not answer is retried with exponential backoff,
+    then a PipelineError. MLflow's own retries for later requests use the same settings."""
+    if uri.startswith(("http://", "https://")):
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(cfg.backoff_seconds)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.timeout_seconds)
+        _wait_for_server(uri, cfg)
+    return MlflowClient(uri)
+
+
+def _wait_for_server(uri: str, cfg: MlflowConfig) -> None:
+    last: Exception | None = None
+    for attempt in range(cfg.retries + 1):
+        if attempt:
+            time.sleep(cfg.backoff_seconds * 2 ** (attempt - 1))
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_seconds):
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+    waited = sum(cfg.backoff_seconds * 2**i for i in range(cfg.retries))
+    raise PipelineError(
+        f"MLflow tracking server {uri} does not answer ({last}); tried {cfg.retries + 1} times "
+        f"over {waited:.1f} s. Start it, or set MLFLOW_TRACKING_URI / mlflow.tracking_uri"
     )
 
 

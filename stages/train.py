@@ -31,9 +31,16 @@ from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import save_classifier, weights_sha256
 from lightning_modules.system import Classifier, NonFiniteLossError
 from stages.atomic import atomic_dir, write_json
-from stages.config import ModelConfig, TrainerConfig, load_params
+from stages.config import MlflowConfig, ModelConfig, TrainerConfig, load_params
 from stages.errors import PipelineError, cli
-from stages.tracking import dvc_out_hash, flatten, git_commit, tracking_uri
+from stages.tracking import (
+    artifact_location,
+    connect,
+    dvc_out_hash,
+    flatten,
+    git_commit,
+    tracking_uri,
+)
 
 RUN_FILE = "run.json"  # beside the weights/ folder of Lightning's checkpoints
 
@@ -65,6 +72,7 @@ def run(
     mlflow_uri: str,
     tags: dict[str, str],
     callbacks: Sequence[Callback] = (),
+    mlflow_cfg: MlflowConfig | None = None,
 ) -> dict[str, Any]:
     """Train model `name` on `prepared`; write `out` and `metrics_file`; return the metrics."""
     if not (prepared / "meta.json").is_file():
@@ -89,6 +97,8 @@ def run(
         scheduler=model.scheduler,
         label_smoothing=model.label_smoothing,
     )
+    # An unreachable tracking server fails here, before any training.
+    connect(mlflow_uri, mlflow_cfg or MlflowConfig())
     fingerprint = _fingerprint(model, trainer_cfg, data.meta)
     resume = _resumable(checkpoints, fingerprint)
     logger = MLFlowLogger(
@@ -96,6 +106,7 @@ def run(
         run_name=name,
         tracking_uri=mlflow_uri,
         run_id=resume.get("mlflow_run_id"),
+        artifact_location=artifact_location(mlflow_uri),
         tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
     )
     run_id = logger.run_id  # None on the other DDP processes: only rank 0 talks to MLflow
@@ -233,6 +244,7 @@ def main(argv: list[str]) -> None:
         checkpoints=paths.checkpoints / argv[0],
         mlflow_uri=tracking_uri(params.mlflow.tracking_uri),
         tags=tags,
+        mlflow_cfg=params.mlflow,
     )
 
 

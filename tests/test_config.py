@@ -73,7 +73,7 @@ def _error(raw: dict) -> str:
         ),
         (
             lambda r: r.update(extra={}),
-            "extra: unknown key; allowed here: datasets, mlflow, models, paths, trainer",
+            "extra: unknown key; allowed here: datasets, mlflow, models, paths, register, trainer",
         ),
     ],
 )

@@ -217,7 +217,7 @@ def test_model_that_does_not_fit_its_data_is_refused_before_training(tmp_path):
             {},
         )
     with pytest.raises(PipelineError, match="models.cnn: arch 'cnn' takes images, but dataset"):
-        raw = PARAMS.model_dump(mode="json")
+        raw = PARAMS.model_dump(mode="json", by_alias=True)
         raw["models"]["cnn"]["dataset"] = "japanese_vowels"
         parse_params(raw)
     with pytest.raises(PipelineError, match="unknown model 'resnet'.*known: cnn, gru, lstm"):
@@ -248,7 +248,7 @@ def test_gpu_training_loads_on_cpu(tmp_path):
 def test_ddp_with_two_cpu_processes(tmp_path):
     """The stage's CLI under DDP: Lightning starts a second process that re-runs the command."""
     prepared = tiny_prepared(tmp_path, "image")
-    raw = PARAMS.model_dump(mode="json")
+    raw = PARAMS.model_dump(mode="json", by_alias=True)
     raw["paths"] = {name: str(tmp_path / name) for name in raw["paths"]}
     raw["paths"]["prepared"] = str(prepared.parent)
     raw["datasets"]["digits"]["path"] = str(tmp_path / "raw" / "digits")

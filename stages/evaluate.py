@@ -1,0 +1,215 @@
+"""Stage `evaluate@<model>`: test-split metrics, a confusion-matrix plot, the MLflow model.
+
+Reads `models.<model>` and `mlflow` of params.yaml, `<paths.models>/<model>/`,
+`<paths.prepared>/<dataset>/` and `<paths.metrics>/train/<model>.json` (for the MLflow run).
+Writes `<paths.metrics>/eval/<model>.json` (a DVC metric), `<model>_confusion.csv`
+(actual/predicted per test example, a DVC plot) and `<model>_confusion.png`. Logs the same
+metrics and the PNG to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
+that takes raw input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from lightning_modules.data import load_split, read_meta
+from lightning_modules.export import load_classifier
+from stages.atomic import write_json
+from stages.config import MlflowConfig, ModelConfig, load_params
+from stages.errors import PipelineError, cli
+from stages.preprocess import raw_from_prepared
+from stages.pyfunc_model import log_pyfunc
+from stages.tracking import connect, tracking_uri
+
+
+def classification_metrics(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall and the confusion matrix (rows: actual)."""
+    k = len(classes)
+    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    true_pos = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(true_pos, actual, out=np.zeros(k), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    present = actual > 0  # macro-F1 over the classes the test split holds
+    return {
+        "test_accuracy": float(true_pos.sum() / len(y)),
+        "test_macro_f1": float(f1[present].mean()),
+        "n_test": int(len(y)),
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "support": int(actual[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _timed_logits(module: torch.nn.Module, arrays: tuple[np.ndarray, ...], batch_size: int):
+    """Logits of the whole split, and the seconds each batch took (after one warm-up batch)."""
+    tensors = [torch.from_numpy(np.array(a)) for a in arrays]
+    with torch.inference_mode():
+        module(*(t[:batch_size] for t in tensors))
+        logits, seconds = [], []
+        for start in range(0, len(tensors[0]), batch_size):
+            began = time.perf_counter()
+            logits.append(module(*(t[start : start + batch_size] for t in tensors)).float())
+            seconds.append(time.perf_counter() - began)
+    return torch.cat(logits), seconds
+
+
+def run(
+    name: str,
+    model: ModelConfig,
+    prepared: Path,
+    model_dir: Path,
+    train_metrics: Path,
+    out_dir: Path,
+    mlflow_uri: str,
+    mlflow_cfg: MlflowConfig | None = None,
+) -> dict[str, Any]:
+    """Evaluate model `name` on the test split; write `out_dir/<name>*`; log to MLflow."""
+    run_id = _run_id(train_metrics)
+    if not (model_dir / "model.json").is_file():
+        raise PipelineError(f"{model_dir}: no trained model; run `dvc repro train@{name}` first")
+    meta = read_meta(prepared)
+    module, spec = load_classifier(model_dir)
+    if (
+        spec["dataset"] != model.dataset
+        or spec["classes"] != meta["classes"]
+        or list(spec["hparams"]["input_shape"]) != list(meta["input_shape"])
+    ):
+        raise PipelineError(
+            f"{model_dir} was trained on '{spec['dataset']}' ({len(spec['classes'])} classes, "
+            f"input {list(spec['hparams']['input_shape'])}); {prepared} holds "
+            f"'{meta['dataset']}' ({len(meta['classes'])} classes, input {meta['input_shape']})"
+        )
+    client = connect(mlflow_uri, mlflow_cfg or MlflowConfig())
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(
+            f"{train_metrics}: MLflow run {run_id} does not exist in {mlflow_uri}"
+        ) from None
+    *inputs, y = load_split(prepared, "test")
+    logits, seconds = _timed_logits(module, tuple(inputs), model.batch_size)
+    y = np.array(y)
+    metrics = classification_metrics(y, logits.argmax(dim=1).numpy(), meta["classes"])
+    metrics |= {
+        "test_loss": float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))),
+        "mlflow_run_id": run_id,
+        "test_fingerprint": meta["test_fingerprint"],
+        "inference_samples_per_second": round(len(y) / sum(seconds), 1),
+        "latency_ms_per_batch": round(1000 * statistics.median(seconds), 3),
+        "inference_batch_size": model.batch_size,
+    }
+    csv, png = out_dir / f"{name}_confusion.csv", out_dir / f"{name}_confusion.png"
+    _write_plots(metrics, y, logits.argmax(dim=1).numpy(), meta["classes"], csv, png)
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_pyfunc(model_dir, prepared / "meta.json", raw_from_prepared(prepared, meta)[:2])
+    metrics["mlflow_model_uri"] = info.model_uri
+    metrics["mlflow_model_id"] = info.model_id
+    flat = {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith(("test_", "inference_", "latency")) and isinstance(v, float | int)
+    }
+    flat |= {f"test_recall_{c}": v["recall"] for c, v in metrics["per_class"].items()}
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat.items()])
+    client.log_artifact(run_id, str(png), artifact_path="evaluation")
+    write_json(out_dir / f"{name}.json", metrics)
+    return metrics
+
+
+def _run_id(train_metrics: Path) -> str:
+    if not train_metrics.is_file():
+        raise PipelineError(f"{train_metrics}: missing; the model has no training run")
+    run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id")
+    if not run_id:
+        raise PipelineError(f"{train_metrics}: no mlflow_run_id; re-run its train stage")
+    return run_id
+
+
+def _write_plots(
+    metrics: dict, y: np.ndarray, pred: np.ndarray, classes: list[str], csv: Path, png: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(y, pred, strict=True))
+    tmp = csv.with_name(f".{csv.name}.tmp-{os.getpid()}")
+    tmp.write_text("actual,predicted\n" + rows)
+    os.replace(tmp, csv)
+
+    matrix = np.array(metrics["confusion_matrix"])
+    size = 2.0 + 0.5 * len(classes)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="actual",
+        title=f"{png.stem.removesuffix('_confusion')}: accuracy "
+        f"{metrics['test_accuracy']:.2%} on {metrics['n_test']}",
+    )
+    for (i, j), n in np.ndenumerate(matrix):
+        if n:
+            ax.text(
+                j,
+                i,
+                str(n),
+                ha="center",
+                va="center",
+                color="white" if n > matrix.max() / 2 else "black",
+            )
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise PipelineError("usage: python -m stages.evaluate <model>")
+    params = load_params()
+    model = params.model(argv[0])
+    paths = params.paths
+    run(
+        argv[0],
+        model,
+        prepared=paths.prepared / model.dataset,
+        model_dir=paths.models / argv[0],
+        train_metrics=paths.metrics / "train" / f"{argv[0]}.json",
+        out_dir=paths.metrics / "eval",
+        mlflow_uri=tracking_uri(params.mlflow.tracking_uri),
+        mlflow_cfg=params.mlflow,
+    )
+
+
+if __name__ == "__main__":
+    cli(main)

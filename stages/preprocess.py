@@ -1,0 +1,104 @@
+"""Raw input ↔ model input, from a dataset's `meta.json`: what the served model applies.
+
+Raw input is what a user has:
+- images: an array (N, H, W) or (N, H, W, C) of pixels in 0..255, any size; each image is
+  converted to the channels and size the model was trained on, exactly as `prepare` did;
+- sequences: an array (N, T, C) of float values, any T, where the rows after a series' end
+  are NaN (so series of different lengths travel in one array).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stages.config import ImageSpec
+from stages.errors import PipelineError
+from stages.images import conform
+
+
+def to_model_input(raw: object, meta: dict) -> tuple[np.ndarray, ...]:
+    """(x,) for images, (x, lengths) for sequences, float32 and normalised."""
+    try:
+        array = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PipelineError("input must be numeric: an array of numbers") from None
+    if array.size == 0:
+        raise PipelineError("input is empty")
+    return _images(array, meta) if meta["kind"] == "image" else _sequences(array, meta)
+
+
+def _images(array: np.ndarray, meta: dict) -> tuple[np.ndarray]:
+    channels, height, width = meta["input_shape"]
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise PipelineError(
+            f"images must have shape (N, H, W) or (N, H, W, C) with C 1 or 3; got {array.shape}"
+        )
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise PipelineError("pixel values must be finite and lie in 0..255")
+    pixels = np.rint(array).astype(np.uint8)
+    if pixels.shape[1:] != (height, width, channels):
+        spec = ImageSpec(size=(height, width), channels=channels)
+        mode = "L" if pixels.shape[-1] == 1 else "RGB"
+        pixels = np.stack(
+            [
+                conform(Image.fromarray(p.squeeze(-1) if mode == "L" else p, mode), spec)
+                for p in pixels
+            ]
+        )
+    norm = meta["normalization"]
+    x = pixels.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(norm["scale"])
+    mean = np.asarray(norm["mean"], dtype=np.float64)[None, :, None, None]
+    std = np.asarray(norm["std"], dtype=np.float64)[None, :, None, None]
+    return (((x - mean) / std).astype(np.float32),)
+
+
+def _sequences(array: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    channels = meta["channels"]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[-1] != channels:
+        raise PipelineError(
+            f"sequences must have shape (N, T, {channels}) (NaN rows after each end); "
+            f"got {array.shape}"
+        )
+    padding = np.isnan(array).all(axis=2)
+    lengths = (~padding).sum(axis=1)
+    steps = np.arange(array.shape[1])[None, :]
+    if (lengths == 0).any():
+        raise PipelineError(f"series {np.flatnonzero(lengths == 0).tolist()} have no values")
+    misplaced = padding != (steps >= lengths[:, None])  # a NaN row before the end
+    non_finite = ~padding & ~np.isfinite(array).all(axis=2)  # a NaN or inf inside a row
+    bad = np.flatnonzero((misplaced | non_finite).any(axis=1))
+    if bad.size:
+        raise PipelineError(
+            f"series {bad.tolist()} have NaN or infinite values before their end (only whole "
+            "rows after a series' end may be NaN)"
+        )
+    mean = np.asarray(meta["normalization"]["mean"])
+    std = np.asarray(meta["normalization"]["std"])
+    x = np.where(padding[..., None], 0.0, (array - mean) / std).astype(np.float32)
+    return x, lengths.astype(np.int64)
+
+
+def raw_from_prepared(root: Path, meta: dict, split: str = "test") -> np.ndarray:
+    """The raw input a user would send for a prepared split (normalisation undone).
+
+    Used to measure a model trained on other data, whose own preprocessing differs, on the
+    current split.
+    """
+    x = np.load(root / f"x_{split}.npy").astype(np.float64)
+    norm = meta["normalization"]
+    mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
+    if meta["kind"] == "image":
+        pixels = (x * std[None, :, None, None] + mean[None, :, None, None]) / norm["scale"]
+        pixels = np.rint(pixels).clip(0, 255).transpose(0, 2, 3, 1)
+        return pixels[..., 0] if meta["channels"] == 1 else pixels  # grey: (N, H, W)
+    lengths = np.load(root / f"len_{split}.npy")
+    raw = x * std + mean
+    raw[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = np.nan
+    return raw

@@ -1,0 +1,208 @@
+"""Stage `register`: every evaluated model becomes a version of `<dataset>-classifier`, once.
+
+Reads `models`, `register` and `mlflow` of params.yaml and `<paths.metrics>/eval/<model>.json`.
+Writes `<paths.metrics>/registry.json`: per dataset the registered model, the champion (version,
+run id, metric) and the decision with its reason.
+
+Aliases, not the deprecated stages: the newest version is the `challenger`; it becomes the
+`champion` when there is none, or when it beats the champion on the same test set by at least
+`register.min_delta`. A champion measured on another test set is measured again on the current
+one first. An alias moves only after its version is READY, so the registry is never left
+half-changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from lightning_modules.data import read_meta
+from stages.atomic import write_json
+from stages.config import Params, RegisterConfig, load_params
+from stages.errors import PipelineError, cli
+from stages.preprocess import raw_from_prepared
+from stages.tracking import connect, tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def registered_name(dataset: str) -> str:
+    return f"{dataset}-classifier"
+
+
+def run(
+    candidates: dict[str, list[tuple[str, Path]]],
+    prepared: dict[str, Path],
+    cfg: RegisterConfig,
+    client: MlflowClient,
+    out: Path,
+) -> dict[str, Any]:
+    """`candidates`: dataset → [(model, eval json)]; `prepared`: dataset → prepared folder."""
+    report = {}
+    for dataset, models in sorted(candidates.items()):
+        evaluations = [(model, _read_eval(path)) for model, path in models]
+        report[dataset] = _register_dataset(
+            client, dataset, evaluations, read_meta(prepared[dataset]), prepared[dataset], cfg
+        )
+    write_json(out, report)
+    return report
+
+
+def _read_eval(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PipelineError(f"{path}: missing; run its evaluate stage first")
+    evaluation = json.loads(path.read_text())
+    for key in ("mlflow_run_id", "mlflow_model_uri", "test_fingerprint"):
+        if not evaluation.get(key):
+            raise PipelineError(f"{path}: no {key}; re-run its evaluate stage")
+    return evaluation
+
+
+def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict[str, Any]:
+    name = registered_name(dataset)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"Classifiers of the {dataset} dataset")
+    decisions = []
+    for model, evaluation in evaluations:
+        version, created = _version_for(client, name, model, evaluation)
+        if created:
+            decisions.append(_decide(client, name, version, evaluation, meta, prepared, cfg))
+    champion = _alias(client, name, CHAMPION)
+    return {
+        "registered_model": name,
+        "champion_version": str(champion.version) if champion else None,
+        "champion_run_id": champion.run_id if champion else None,
+        "champion_model": champion.tags.get("model") if champion else None,
+        "metric": cfg.metric,
+        "champion_metric": float(champion.tags[cfg.metric]) if champion else None,
+        "decisions": decisions or [{"action": "none", "reason": "no new evaluated model"}],
+    }
+
+
+def _version_for(client, name, model, evaluation) -> tuple[ModelVersion, bool]:
+    """The version of this training run, created (and awaited until READY) if there is none."""
+    run_id = evaluation["mlflow_run_id"]
+    found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if found:
+        return found[0], False
+    run = client.get_run(run_id)
+    tags = {
+        "model": model,
+        "test_accuracy": str(evaluation["test_accuracy"]),
+        "test_macro_f1": str(evaluation["test_macro_f1"]),
+        "test_fingerprint": evaluation["test_fingerprint"],
+        "git_commit": run.data.tags.get("git_commit", "unknown"),
+        "data_hash": run.data.tags.get("data_dvc_md5", "unknown"),
+    }
+    version = client.create_model_version(
+        name,
+        evaluation["mlflow_model_uri"],
+        run_id=run_id,
+        tags=tags,
+        model_id=evaluation.get("mlflow_model_id"),
+    )
+    return _await_ready(client, name, version.version), True
+
+
+def _await_ready(client, name, version, timeout=300.0) -> ModelVersion:
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise PipelineError(f"{name} version {version} did not become ready ({mv.status})")
+        time.sleep(0.5)
+
+
+def _decide(client, name, version, evaluation, meta, prepared, cfg) -> dict[str, Any]:
+    number = str(version.version)
+    client.set_registered_model_alias(name, CHALLENGER, number)
+    score = float(evaluation[cfg.metric])
+    champion = _alias(client, name, CHAMPION)
+    if champion is None:
+        client.set_registered_model_alias(name, CHAMPION, number)
+        return {"version": number, "action": "promoted", "reason": "no champion yet"}
+    held = float(champion.tags[cfg.metric])
+    note = ""
+    if champion.tags.get("test_fingerprint") != meta["test_fingerprint"]:
+        held = _remeasure(client, name, champion, meta, prepared, cfg)
+        note = " (champion re-measured on the current test set)"
+    if score >= held + cfg.min_delta:
+        client.set_registered_model_alias(name, CHAMPION, number)
+        return {
+            "version": number,
+            "action": "promoted",
+            "reason": f"{cfg.metric} {score:.4f} beats champion v{champion.version}'s "
+            f"{held:.4f} by at least {cfg.min_delta}{note}",
+        }
+    return {
+        "version": number,
+        "action": "kept_champion",
+        "reason": f"{cfg.metric} {score:.4f} does not beat champion v{champion.version}'s "
+        f"{held:.4f} by {cfg.min_delta}{note}",
+    }
+
+
+def _remeasure(client, name, champion, meta, prepared, cfg) -> float:
+    """The champion's metric on the current test split, through its own preprocessing."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
+    labels = model.predict(raw_from_prepared(prepared, meta))["label"].to_numpy()
+    truth = np.asarray(meta["classes"], dtype=object)[np.load(prepared / "y_test.npy")]
+    correct = labels == truth
+    if cfg.metric == "test_accuracy":
+        score = float(correct.mean())
+    else:
+        from stages.evaluate import classification_metrics
+
+        index = {c: i for i, c in enumerate(meta["classes"])}
+        pred = np.array([index.get(label, -1) for label in labels])
+        y = np.load(prepared / "y_test.npy")
+        pred = np.where(pred < 0, (y + 1) % len(index), pred)  # an unknown label is wrong
+        score = classification_metrics(y, pred, meta["classes"])["test_macro_f1"]
+    client.set_model_version_tag(name, champion.version, cfg.metric, str(score))
+    client.set_model_version_tag(
+        name, champion.version, "test_fingerprint", meta["test_fingerprint"]
+    )
+    return score
+
+
+def _alias(client, name, alias) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def candidates_of(params: Params) -> dict[str, list[tuple[str, Path]]]:
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for model, cfg in sorted(params.models.items()):
+        out.setdefault(cfg.dataset, []).append(
+            (model, params.paths.metrics / "eval" / f"{model}.json")
+        )
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise PipelineError("usage: python -m stages.register")
+    params = load_params()
+    candidates = candidates_of(params)
+    client = connect(tracking_uri(params.mlflow.tracking_uri), params.mlflow)
+    mlflow.set_tracking_uri(tracking_uri(params.mlflow.tracking_uri))
+    prepared = {d: params.paths.prepared / d for d in candidates}
+    run(candidates, prepared, params.registry, client, params.paths.metrics / "registry.json")
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,141 @@
+"""The evaluate stage: metrics against hand-computed values, plots, and the MLflow model."""
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+
+from stages import evaluate
+from stages.errors import PipelineError
+from tests.test_train import PARAMS, run_tiny
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    classes = ["a", "b", "c"]
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    pred = np.array([0, 1, 0, 1, 1, 2, 0, 2, 1])
+    m = evaluate.classification_metrics(y, pred, classes)
+    # rows actual, columns predicted
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 1, 2]]
+    assert m["test_accuracy"] == pytest.approx(6 / 9)
+    assert m["per_class"]["a"] == {"precision": 2 / 3, "recall": 2 / 3, "support": 3}
+    assert m["per_class"]["b"] == {"precision": 2 / 4, "recall": 1.0, "support": 2}
+    assert m["per_class"]["c"] == {"precision": 1.0, "recall": 2 / 4, "support": 4}
+    f1 = [2 / 3, 2 * 0.5 * 1.0 / 1.5, 2 * 1.0 * 0.5 / 1.5]
+    assert m["test_macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["n_test"] == 9
+
+
+def evaluate_tiny(work, name):
+    model = PARAMS.models[name].model_copy(update={"max_epochs": 3, "batch_size": 8})
+    kind = model.kind
+    return evaluate.run(
+        name,
+        model,
+        prepared=work / "prepared" / kind,
+        model_dir=work / "models" / name,
+        train_metrics=work / "metrics" / f"{name}.json",
+        out_dir=work / "eval",
+        mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """cnn and gru trained and evaluated on tiny data, in one SQLite store."""
+    work = tmp_path_factory.mktemp("evaluated")
+    results = {}
+    for name in ("cnn", "gru"):
+        run_tiny(work, name)
+        results[name] = evaluate_tiny(work, name)
+    return work, results
+
+
+def test_writes_metrics_and_plots(evaluated):
+    work, results = evaluated
+    for name, metrics in results.items():
+        written = json.loads((work / "eval" / f"{name}.json").read_text())
+        assert written == metrics
+        for key in (
+            "test_accuracy",
+            "test_macro_f1",
+            "test_loss",
+            "n_test",
+            "mlflow_run_id",
+            "inference_samples_per_second",
+            "latency_ms_per_batch",
+            "mlflow_model_uri",
+        ):
+            assert key in metrics, key
+        rows = (work / "eval" / f"{name}_confusion.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 1 + metrics["n_test"]
+        correct = sum(a == p for a, p in (r.split(",") for r in rows[1:]))
+        assert correct / metrics["n_test"] == pytest.approx(metrics["test_accuracy"])
+        assert (work / "eval" / f"{name}_confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_logs_to_the_training_run(evaluated):
+    work, results = evaluated
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    run = client.get_run(results["cnn"]["mlflow_run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(results["cnn"]["test_accuracy"])
+    assert "test_loss" in run.data.metrics and "test_macro_f1" in run.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
+    assert artifacts == ["evaluation/cnn_confusion.png"]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run
+    logged = mlflow.get_logged_model(results["cnn"]["mlflow_model_id"])
+    assert logged.source_run_id == run.info.run_id
+
+
+def test_model_of_another_dataset_is_refused(evaluated, tmp_path):
+    work, _ = evaluated
+    cnn = PARAMS.models["cnn"]
+    with pytest.raises(PipelineError, match="was trained on 'digits'.*holds 'sequence'"):
+        evaluate.run(
+            "cnn",
+            cnn,
+            work / "prepared" / "sequence",
+            work / "models" / "cnn",
+            work / "metrics" / "cnn.json",
+            tmp_path,
+            f"sqlite:///{work / 'mlflow.db'}",
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_metrics_file_without_run_id(evaluated, tmp_path):
+    work, _ = evaluated
+    bad = tmp_path / "cnn.json"
+    bad.write_text(json.dumps({"best_val_accuracy": 1.0}))
+    with pytest.raises(PipelineError, match="cnn.json: no mlflow_run_id"):
+        evaluate.run(
+            "cnn",
+            PARAMS.models["cnn"],
+            work / "prepared" / "image",
+            work / "models" / "cnn",
+            bad,
+            tmp_path / "out",
+            "sqlite:///unused.db",
+        )
+
+
+def test_missing_training_run(evaluated, tmp_path):
+    work, _ = evaluated
+    shutil.copy(work / "mlflow.db", tmp_path / "other.db")
+    metrics = json.loads((work / "metrics" / "cnn.json").read_text())
+    metrics["mlflow_run_id"] = "0" * 32
+    (tmp_path / "cnn.json").write_text(json.dumps(metrics))
+    with pytest.raises(PipelineError, match=f"MLflow run {'0' * 32} does not exist"):
+        evaluate.run(
+            "cnn",
+            PARAMS.models["cnn"],
+            work / "prepared" / "image",
+            work / "models" / "cnn",
+            tmp_path / "cnn.json",
+            tmp_path / "out",
+            f"sqlite:///{tmp_path / 'other.db'}",
+        )
+    assert not (tmp_path / "out").exists()
