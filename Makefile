@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-all lint lock clean ui
+.PHONY: setup run test test-all lint lock clean ui serve
 
 setup: $(STAMP)
 
@@ -17,7 +17,11 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	dvc repro
+	python -m flows.pipeline
+
+# A Prefect server on 127.0.0.1:4200 (unless one runs) and the scheduled deployments.
+serve: setup
+	python -m flows.deploy
 
 test: setup
 	python -m pytest

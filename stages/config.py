@@ -183,6 +183,23 @@ class RegisterConfig(Strict):
     min_delta: Annotated[float, Field(ge=0.0, le=1.0)] = 0.002
 
 
+class ScheduleConfig(Strict):
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+
+class FlowConfig(Strict):
+    """The Prefect flow over the DVC stages (flows/pipeline.py) and its schedule."""
+
+    max_parallel: Annotated[int, Field(ge=1, le=64)] = 2
+    # A training already uses every core (or the GPU); two at once on the same cores only slow
+    # each other down, and capping their threads instead would change their float results.
+    max_parallel_train: Annotated[int, Field(ge=1, le=64)] = 1
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_backoff_seconds: Annotated[float, Field(ge=0.0)] = 5.0
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
 class Params(Strict):
     paths: Paths = Paths()
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
@@ -191,6 +208,7 @@ class Params(Strict):
     mlflow: MlflowConfig = MlflowConfig()
     # `register` would shadow pydantic's ABC `register` method; the YAML key stays `register`.
     registry: RegisterConfig = Field(default=RegisterConfig(), alias="register")
+    flow: FlowConfig = FlowConfig()
 
     @model_validator(mode="after")
     def _models_fit_datasets(self) -> Params:

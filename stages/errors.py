@@ -10,8 +10,18 @@ class PipelineError(Exception):
     """Bad input, bad params or a missing upstream output: the message names what is at fault."""
 
 
+class TransientError(PipelineError):
+    """A failure that may pass by itself, such as a tracking server that does not answer."""
+
+
+# Exit statuses an orchestrator can tell apart: bad input is final, a transient failure is
+# worth retrying (EX_TEMPFAIL of sysexits.h).
+BAD_INPUT_EXIT, TRANSIENT_EXIT = 2, 75
+
+
 def cli(main: Callable[[list[str]], object]) -> None:
-    """Run a stage's `main(argv)`; a PipelineError becomes one line on stderr and exit status 2.
+    """Run a stage's `main(argv)`; a PipelineError becomes one line on stderr and exit status
+    BAD_INPUT_EXIT (TRANSIENT_EXIT for a TransientError).
 
     Anything else is a bug and keeps its traceback.
     """
@@ -19,4 +29,4 @@ def cli(main: Callable[[list[str]], object]) -> None:
         main(sys.argv[1:])
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(TRANSIENT_EXIT if isinstance(exc, TransientError) else BAD_INPUT_EXIT)

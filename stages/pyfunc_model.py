@@ -72,10 +72,12 @@ def predict_frame(
 
 
 def signature(meta: dict) -> ModelSignature:
+    # Only the number of dimensions is fixed here: MLflow's own check of a wrong size quotes
+    # the whole input back, while predict() names the expected channels in one line.
     if meta["kind"] == "image":
-        shape = (-1, -1, -1) if meta["channels"] == 1 else (-1, -1, -1, 3)
+        shape = (-1, -1, -1) if meta["channels"] == 1 else (-1, -1, -1, -1)
     else:
-        shape = (-1, -1, meta["channels"])
+        shape = (-1, -1, -1)
     outputs = [ColSpec("string", "label")] + [
         ColSpec("double", f"prob_{c}") for c in meta["classes"]
     ]

@@ -14,7 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from stages.config import MlflowConfig
-from stages.errors import PipelineError
+from stages.errors import TransientError
 
 # `dvc exp run --temp` runs a copy of the repository under .dvc/tmp/exps/; runs it tracks
 # belong in the store of the repository itself.
@@ -44,7 +44,7 @@ def artifact_location(uri: str, root: Path = REPO_ROOT) -> str | None:
 
 def connect(uri: str, cfg: MlflowConfig) -> MlflowClient:
     """A client for `uri`; a server that does not answer is retried with exponential backoff,
-    then a PipelineError. MLflow's own retries for later requests use the same settings."""
+    then a TransientError. MLflow's own retries for later requests use the same settings."""
     if uri.startswith(("http://", "https://")):
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.retries)
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(cfg.backoff_seconds)
@@ -64,7 +64,7 @@ def _wait_for_server(uri: str, cfg: MlflowConfig) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = exc
     waited = sum(cfg.backoff_seconds * 2**i for i in range(cfg.retries))
-    raise PipelineError(
+    raise TransientError(
         f"MLflow tracking server {uri} does not answer ({last}); tried {cfg.retries + 1} times "
         f"over {waited:.1f} s. Start it, or set MLFLOW_TRACKING_URI / mlflow.tracking_uri"
     )

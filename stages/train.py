@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import save_classifier, weights_sha256
@@ -98,7 +99,8 @@ def run(
         label_smoothing=model.label_smoothing,
     )
     # An unreachable tracking server fails here, before any training.
-    connect(mlflow_uri, mlflow_cfg or MlflowConfig())
+    client = connect(mlflow_uri, mlflow_cfg or MlflowConfig())
+    _ensure_experiment(client, model.dataset, artifact_location(mlflow_uri))
     fingerprint = _fingerprint(model, trainer_cfg, data.meta)
     resume = _resumable(checkpoints, fingerprint)
     logger = MLFlowLogger(
@@ -106,7 +108,6 @@ def run(
         run_name=name,
         tracking_uri=mlflow_uri,
         run_id=resume.get("mlflow_run_id"),
-        artifact_location=artifact_location(mlflow_uri),
         tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
     )
     run_id = logger.run_id  # None on the other DDP processes: only rank 0 talks to MLflow
@@ -178,6 +179,17 @@ def run(
     client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"])
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
+
+
+def _ensure_experiment(client: Any, name: str, location: str | None) -> None:
+    """Create the dataset's experiment unless it exists; two trainings of one dataset may race
+    to create it when the flow runs them side by side."""
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise
 
 
 def _at_best_epoch(client: Any, run_id: str, metric: str) -> float:

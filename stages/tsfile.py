@@ -21,8 +21,12 @@ class TsData:
     class_labels: list[str] | None  # the @classLabel header's list, in its order
 
 
-def read_ts(path: Path) -> TsData:
-    """Parse a `.ts` file with class labels; NaN, infinite or missing values are errors."""
+def read_ts(path: Path, labelled: bool = True) -> TsData:
+    """Parse a `.ts` file; NaN, infinite or missing values are errors.
+
+    `labelled`: the file must carry class labels (training data). Otherwise labels are read
+    when `@classLabel true` says they are there, and are empty strings when not.
+    """
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -44,7 +48,8 @@ def read_ts(path: Path) -> TsData:
             else:
                 header[key.lower()] = value.strip()
             continue
-        values, label = _parse_case(path, lineno, text)
+        has_label = labelled or header.get("classlabel", "").lower().startswith("true")
+        values, label = _parse_case(path, lineno, text if has_label else f"{text}:")
         if series and values.shape[1] != series[0].shape[1]:
             raise PipelineError(
                 f"{path}:{lineno}: series has {values.shape[1]} channels, the file's first "
@@ -56,7 +61,7 @@ def read_ts(path: Path) -> TsData:
         raise PipelineError(f"{path}: @timeStamps true is not supported")
     if not series:
         raise PipelineError(f"{path}: no series after @data")
-    class_labels = _class_labels(path, header)
+    class_labels = _class_labels(path, header) if labelled else None
     if class_labels is not None:
         unknown = sorted(set(labels) - set(class_labels))
         if unknown:

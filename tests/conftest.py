@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +89,60 @@ def write_ts_pair(root: Path, train: list, test: list, labels=("a", "b")) -> Pat
     (root / "Tiny_TRAIN.ts").write_text(ts_text(train, list(labels)))
     (root / "Tiny_TEST.ts").write_text(ts_text(test, list(labels)))
     return root
+
+
+def copy_repo(dest: Path) -> Path:
+    """The tracked and untracked-not-ignored files of this checkout, as a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def shrink_params(repo: Path, **sections) -> None:
+    """The copy's params.yaml with every model cut to two epochs, and `sections` merged in."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for model in params["models"].values():
+        model["max_epochs"] = 2
+    for key, value in sections.items():
+        params[key] = params.get(key, {}) | value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (prefect_test_harness)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def flow_repo(tmp_path_factory, prefect_harness):
+    """A shrunken copy with its own MLflow store, where the flow has run once."""
+    from flows.pipeline import pipeline
+
+    root = copy_repo(tmp_path_factory.mktemp("flow") / "repo")
+    shrink_params(
+        root,
+        flow={"retries": 1, "retry_backoff_seconds": 0.1},
+        mlflow={"retries": 0, "timeout_seconds": 1.0},
+    )
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    state = pipeline(project_dir=str(root), return_state=True)
+    yield root, state
+    if before is None:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -5,6 +5,8 @@ import pytest
 from stages.config import load_params, parse_params
 from stages.errors import PipelineError
 
+TOP_LEVEL = ["datasets", "flow", "mlflow", "models", "paths", "register", "trainer"]
+
 
 def test_repository_params_parse():
     params = load_params()
@@ -73,7 +75,7 @@ def _error(raw: dict) -> str:
         ),
         (
             lambda r: r.update(extra={}),
-            "extra: unknown key; allowed here: datasets, mlflow, models, paths, register, trainer",
+            "extra: unknown key; allowed here: " + ", ".join(TOP_LEVEL),
         ),
     ],
 )

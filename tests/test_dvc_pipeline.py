@@ -1,7 +1,6 @@
 """`dvc repro` of ingest and prepare in a temporary copy of the repository (real DVC, real git)."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_image_folder
+from tests.conftest import REPO, copy_repo, write_image_folder
 
 
 def _run(cwd: Path, *args: str) -> str:
@@ -21,21 +20,7 @@ def _run(cwd: Path, *args: str) -> str:
 
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
-    """The tracked and untracked-not-ignored files of this checkout, as a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    dest = tmp_path / "repo"
-    for rel in filter(None, listed):
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    _run(dest, "git", "init", "-q")
-    return dest
+    return copy_repo(tmp_path / "repo")
 
 
 def _dvc(repo: Path, *args: str) -> str:
