@@ -70,7 +70,7 @@ def test_served_deployment_has_the_schedule_and_runs(tmp_path):
         )
         cron = deployment["schedules"][0]["schedule"]
         assert (cron["cron"], cron["timezone"]) == (schedule["cron"], schedule["timezone"])
-        assert deployment["concurrency_limit"] == 1
+        assert deployment["global_concurrency_limit"]["limit"] == 1
         assert deployment["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
         _api(f"{api}/deployments/name/batch-predict/on-demand")  # served, no schedule
 
