@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import sys
-import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +144,10 @@ def pipeline(
                 logger.warning(f"{stage}: not run, an upstream stage failed")
             elif all(u in status for u in upstream) and _has_room(stage, running, cfg):
                 running[stage] = stage_task.submit(stage, str(root), force)
-        time.sleep(0.05)
+        if running:  # sleep until a stage finishes (its retries happen inside the task)
+            wait([f.wrapped_future for f in running.values()], return_when=FIRST_COMPLETED)
         for stage, future in list(running.items()):
-            if future.state.is_final():
+            if future.wrapped_future.done():
                 del running[stage]
                 outcome = future.result(raise_on_failure=False)
                 if isinstance(outcome, BaseException):

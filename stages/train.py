@@ -152,7 +152,6 @@ def run(
     best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     system.load_state_dict(best_state["state_dict"])
     digest = weights_sha256(system)
-    client = logger.experiment
     metrics = {
         "mlflow_run_id": run_id,
         "best_val_loss": float(best.best_model_score),
