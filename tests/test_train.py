@@ -115,6 +115,9 @@ def test_same_seed_same_weights(tmp_path):
     first = run_tiny(tmp_path / "a", "cnn")
     second = run_tiny(tmp_path / "b", "cnn")
     assert first["weights_sha256"] == second["weights_sha256"]
+    for name in ("model.pt", "model.json"):  # byte for byte, so dvc.lock agrees across clones
+        a = (tmp_path / "a" / "models" / "cnn" / name).read_bytes()
+        assert a == (tmp_path / "b" / "models" / "cnn" / name).read_bytes()
     other = run_tiny(tmp_path / "c", "cnn", lr=0.01)
     assert other["weights_sha256"] != first["weights_sha256"]
 
