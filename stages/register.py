@@ -28,6 +28,7 @@ from lightning_modules.data import read_meta
 from stages.atomic import write_json
 from stages.config import Params, RegisterConfig, load_params
 from stages.errors import PipelineError, cli
+from stages.evaluate import classification_metrics
 from stages.preprocess import raw_from_prepared
 from stages.tracking import connect, tracking_uri
 
@@ -157,19 +158,12 @@ def _decide(client, name, version, evaluation, meta, prepared, cfg) -> dict[str,
 def _remeasure(client, name, champion, meta, prepared, cfg) -> float:
     """The champion's metric on the current test split, through its own preprocessing."""
     model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
-    labels = model.predict(raw_from_prepared(prepared, meta))["label"].to_numpy()
-    truth = np.asarray(meta["classes"], dtype=object)[np.load(prepared / "y_test.npy")]
-    correct = labels == truth
-    if cfg.metric == "test_accuracy":
-        score = float(correct.mean())
-    else:
-        from stages.evaluate import classification_metrics
-
-        index = {c: i for i, c in enumerate(meta["classes"])}
-        pred = np.array([index.get(label, -1) for label in labels])
-        y = np.load(prepared / "y_test.npy")
-        pred = np.where(pred < 0, (y + 1) % len(index), pred)  # an unknown label is wrong
-        score = classification_metrics(y, pred, meta["classes"])["test_macro_f1"]
+    labels = model.predict(raw_from_prepared(prepared, meta))["label"]
+    # A label the current classes lack (the champion knew other classes) counts as wrong.
+    classes = [*meta["classes"], "<not a current class>"]
+    index = {c: i for i, c in enumerate(meta["classes"])}
+    pred = np.array([index.get(label, len(classes) - 1) for label in labels])
+    score = classification_metrics(np.load(prepared / "y_test.npy"), pred, classes)[cfg.metric]
     client.set_model_version_tag(name, champion.version, cfg.metric, str(score))
     client.set_model_version_tag(
         name, champion.version, "test_fingerprint", meta["test_fingerprint"]
