@@ -11,7 +11,6 @@ error that names the file; nothing is written then.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from prefect import flow, get_run_logger, task
 
 from flows.pipeline import ROOT
+from stages.atomic import atomic_file
 from stages.config import load_params
 from stages.errors import PipelineError
 from stages.images import IMAGE_SUFFIXES
@@ -99,10 +99,8 @@ def predict(dataset: str, input_path: str, output_path: str) -> int:
     model_uri = f"models:/{registered_name(dataset)}@champion"
     frame = predict_file(model_uri, kind, Path(input_path))
     out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        frame.to_csv(tmp, index=False)
     get_run_logger().info(f"{len(frame)} predictions of {model_uri} → {out}")
     return len(frame)
 

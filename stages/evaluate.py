@@ -11,7 +11,6 @@ that takes raw input.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import load_split, read_meta
 from lightning_modules.export import load_classifier
-from stages.atomic import write_json
+from stages.atomic import atomic_file, write_json
 from stages.config import MlflowConfig, ModelConfig, load_params
 from stages.errors import PipelineError, cli
 from stages.preprocess import raw_from_prepared
@@ -108,8 +107,8 @@ def run(
         ) from None
     *inputs, y = load_split(prepared, "test")
     logits, seconds = _timed_logits(module, tuple(inputs), model.batch_size)
-    y = np.array(y)
-    metrics = classification_metrics(y, logits.argmax(dim=1).numpy(), meta["classes"])
+    y, pred = np.array(y), logits.argmax(dim=1).numpy()
+    metrics = classification_metrics(y, pred, meta["classes"])
     metrics |= {
         "test_loss": float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))),
         "mlflow_run_id": run_id,
@@ -119,7 +118,7 @@ def run(
         "inference_batch_size": model.batch_size,
     }
     csv, png = out_dir / f"{name}_confusion.csv", out_dir / f"{name}_confusion.png"
-    _write_plots(metrics, y, logits.argmax(dim=1).numpy(), meta["classes"], csv, png)
+    _write_plots(metrics, y, pred, meta["classes"], csv, png)
 
     mlflow.set_tracking_uri(mlflow_uri)
     with mlflow.start_run(run_id=run_id):
@@ -156,11 +155,9 @@ def _write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    csv.parent.mkdir(parents=True, exist_ok=True)
     rows = "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(y, pred, strict=True))
-    tmp = csv.with_name(f".{csv.name}.tmp-{os.getpid()}")
-    tmp.write_text("actual,predicted\n" + rows)
-    os.replace(tmp, csv)
+    with atomic_file(csv) as tmp:
+        tmp.write_text("actual,predicted\n" + rows)
 
     matrix = np.array(metrics["confusion_matrix"])
     size = 2.0 + 0.5 * len(classes)
@@ -187,10 +184,9 @@ def _write_plots(
                 color="white" if n > matrix.max() / 2 else "black",
             )
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    with atomic_file(png) as tmp:
+        fig.savefig(tmp, dpi=100, metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, png)
 
 
 def main(argv: list[str]) -> None:

@@ -13,7 +13,7 @@ from stages import register
 from stages.config import RegisterConfig
 from stages.errors import PipelineError
 from tests.test_evaluate import evaluate_tiny
-from tests.test_train import run_tiny, tiny_prepared
+from tests.test_train import run_tiny
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +160,6 @@ def test_bad_input_to_the_model_is_a_clear_error(store, bad, message):
     model = mlflow.pyfunc.load_model("models:/seq-classifier@champion")
     with pytest.raises(mlflow.exceptions.MlflowException, match=message):
         model.unwrap_python_model().predict(None, bad)
-
-
-def test_tiny_data_fixture_is_shared(project):
-    work, _ = project
-    assert tiny_prepared(work, "sequence") == work / "prepared" / "sequence"
 
 
 def test_champion_loads_in_a_fresh_process_and_predicts_raw_images(tmp_path):
