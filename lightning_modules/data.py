@@ -15,12 +15,38 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 SPLITS = ("train", "val", "test")
 # Leave most of the device's free memory to the model and activations.
 DEVICE_MEMORY_SHARE = 0.25
 CPU = torch.device("cpu")
+
+
+class EpochShuffle(Sampler[int]):
+    """Indices 0..n-1 in an order that depends on (seed, epoch) alone.
+
+    Lightning calls `set_epoch` with its own epoch counter before every epoch (through a
+    dataloader's `sampler` attribute), and restores that counter from a checkpoint, so a
+    resumed training sees the same orders as an uninterrupted one. A counter kept here would
+    restart at 0 in the new process.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def order(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.n, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
 
 
 class TensorBatches:
@@ -39,23 +65,20 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.tensors, self.batch_size, self.shuffle, self.seed = tensors, batch_size, shuffle, seed
+        self.tensors, self.batch_size = tensors, batch_size
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        # The two attributes Lightning reads from a DataLoader: it calls `sampler.set_epoch`
+        # before every epoch, and finds no batch sampler to look into.
+        self.sampler = EpochShuffle(len(tensors[0]), seed) if shuffle else None
+        self.batch_sampler = None
         self.n = len(tensors[0]) // world_size
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        total = len(self.tensors[0])
         device = self.tensors[0].device
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(total, generator=generator)
-            self.epoch += 1
-        else:
-            order = torch.arange(total)
+        order = self.sampler.order() if self.sampler else torch.arange(len(self.tensors[0]))
         order = order[: self.n * self.world_size][self.rank :: self.world_size].to(device)
         for start in range(0, self.n, self.batch_size):
             index = order[start : start + self.batch_size]
@@ -103,10 +126,8 @@ class PreparedDataModule(L.LightningDataModule):
         if sum(a.nbytes for a in arrays) <= DEVICE_MEMORY_SHARE * _free_memory(device):
             tensors = tuple(torch.from_numpy(np.array(a)).to(device) for a in arrays)
             return TensorBatches(tensors, self.batch_size, shuffle, self.seed, rank, world_size)
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            _ArrayDataset(arrays), batch_size=self.batch_size, shuffle=shuffle, generator=generator
-        )
+        sampler = EpochShuffle(len(arrays[0]), self.seed) if shuffle else None
+        return DataLoader(_ArrayDataset(arrays), batch_size=self.batch_size, sampler=sampler)
 
     def _loader(self, split: str, shuffle: bool) -> TensorBatches | DataLoader:
         trainer = self.trainer

@@ -5,12 +5,16 @@ Reads `models.<model>` and `mlflow` of params.yaml, `<paths.models>/<model>/`,
 Writes `<paths.metrics>/eval/<model>.json` (a DVC metric), `<model>_confusion.csv`
 (actual/predicted per test example, a DVC plot) and `<model>_confusion.png`. Logs the same
 metrics and the PNG to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
-that takes raw input.
+that takes raw input. The three files replace the old ones together, once the logging has
+succeeded; a failure leaves the old ones and ends the run FAILED.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -19,17 +23,21 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import load_split, read_meta
 from lightning_modules.export import load_classifier
-from stages.atomic import atomic_file, write_json
+from stages.atomic import atomic_outputs, json_text
 from stages.config import MlflowConfig, ModelConfig, load_params
-from stages.errors import PipelineError, cli
+from stages.errors import PipelineError, cli, item_name
 from stages.preprocess import raw_from_prepared
 from stages.pyfunc_model import log_pyfunc
-from stages.tracking import connect, tracking_uri
+from stages.tracking import connect, redact, tracking_uri
+
+# What metric_keys replaces in a class name.
+UNSAFE_IN_METRIC_NAMES = re.compile(r"[^\w.\- ]")
 
 
 def classification_metrics(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -103,7 +111,7 @@ def run(
         client.get_run(run_id)
     except MlflowException:
         raise PipelineError(
-            f"{train_metrics}: MLflow run {run_id} does not exist in {mlflow_uri}"
+            f"{train_metrics}: MLflow run {run_id} does not exist in {redact(mlflow_uri)}"
         ) from None
     *inputs, y = load_split(prepared, "test")
     logits, seconds = _timed_logits(module, tuple(inputs), model.batch_size)
@@ -117,25 +125,54 @@ def run(
         "latency_ms_per_batch": round(1000 * statistics.median(seconds), 3),
         "inference_batch_size": model.batch_size,
     }
-    csv, png = out_dir / f"{name}_confusion.csv", out_dir / f"{name}_confusion.png"
-    _write_plots(metrics, y, pred, meta["classes"], csv, png)
-
+    names = (f"{name}.json", f"{name}_confusion.csv", f"{name}_confusion.png")
     mlflow.set_tracking_uri(mlflow_uri)
-    with mlflow.start_run(run_id=run_id):
+    # The training run is re-opened (RUNNING) and ends FINISHED, or FAILED on any exception,
+    # including one while the outputs replace the old ones: those are renamed into place
+    # together, last, so a failure leaves the previous evaluation whole.
+    with (
+        mlflow.start_run(run_id=run_id),
+        atomic_outputs(*(out_dir / n for n in names)) as (json_tmp, table, picture),
+    ):
+        _write_plots(metrics, y, pred, meta["classes"], table, picture)
         info = log_pyfunc(model_dir, prepared / "meta.json", raw_from_prepared(prepared, meta)[:2])
-    metrics["mlflow_model_uri"] = info.model_uri
-    metrics["mlflow_model_id"] = info.model_id
+        metrics |= {"mlflow_model_uri": info.model_uri, "mlflow_model_id": info.model_id}
+        _log_metrics(client, run_id, metrics)
+        client.log_artifact(run_id, str(picture), artifact_path="evaluation")
+        json_tmp.write_text(json_text(metrics))
+    return metrics
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any]) -> None:
+    """The scalar metrics, and the recall of each class, in one request."""
     flat = {
         k: v
         for k, v in metrics.items()
         if k.startswith(("test_", "inference_", "latency")) and isinstance(v, float | int)
     }
-    flat |= {f"test_recall_{c}": v["recall"] for c, v in metrics["per_class"].items()}
+    keys = metric_keys(list(metrics["per_class"]))
+    flat |= {f"test_recall_{keys[c]}": v["recall"] for c, v in metrics["per_class"].items()}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat.items()])
-    client.log_artifact(run_id, str(png), artifact_path="evaluation")
-    write_json(out_dir / f"{name}.json", metrics)
-    return metrics
+
+
+def metric_keys(classes: list[str]) -> dict[str, str]:
+    """Class name → a form MLflow takes in a metric name, one per class.
+
+    MLflow refuses characters other than alphanumerics, `_`, `-`, `.`, space, `/` (and `:`
+    except on Windows servers); a `/` would also make a path of the name. Those become `_`, and
+    a name that changed gets a digest of the real one, so `a,b` and `a;b` stay apart and a
+    class keeps its key whatever the other classes are.
+    """
+    keys = {}
+    for name in classes:
+        safe = UNSAFE_IN_METRIC_NAMES.sub("_", name)
+        keys[name] = safe if safe == name else f"{safe}-{_digest(name)}"
+    return keys
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _run_id(train_metrics: Path) -> str:
@@ -148,16 +185,17 @@ def _run_id(train_metrics: Path) -> str:
 
 
 def _write_plots(
-    metrics: dict, y: np.ndarray, pred: np.ndarray, classes: list[str], csv: Path, png: Path
+    metrics: dict, y: np.ndarray, pred: np.ndarray, classes: list[str], table: Path, picture: Path
 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(y, pred, strict=True))
-    with atomic_file(csv) as tmp:
-        tmp.write_text("actual,predicted\n" + rows)
+    with table.open("w", newline="") as f:  # quoted where a class name holds a comma or quote
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("actual", "predicted"))
+        writer.writerows((classes[a], classes[p]) for a, p in zip(y, pred, strict=True))
 
     matrix = np.array(metrics["confusion_matrix"])
     size = 2.0 + 0.5 * len(classes)
@@ -170,7 +208,7 @@ def _write_plots(
         yticklabels=classes,
         xlabel="predicted",
         ylabel="actual",
-        title=f"{png.stem.removesuffix('_confusion')}: accuracy "
+        title=f"{picture.stem.removesuffix('_confusion')}: accuracy "
         f"{metrics['test_accuracy']:.2%} on {metrics['n_test']}",
     )
     for (i, j), n in np.ndenumerate(matrix):
@@ -184,23 +222,21 @@ def _write_plots(
                 color="white" if n > matrix.max() / 2 else "black",
             )
     fig.tight_layout()
-    with atomic_file(png) as tmp:
-        fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    fig.savefig(picture, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m stages.evaluate <model>")
+    name = item_name(argv, "evaluate", "model")
     params = load_params()
-    model = params.model(argv[0])
+    model = params.model(name)
     paths = params.paths
     run(
-        argv[0],
+        name,
         model,
         prepared=paths.prepared / model.dataset,
-        model_dir=paths.models / argv[0],
-        train_metrics=paths.metrics / "train" / f"{argv[0]}.json",
+        model_dir=paths.models / name,
+        train_metrics=paths.metrics / "train" / f"{name}.json",
         out_dir=paths.metrics / "eval",
         mlflow_uri=tracking_uri(params.mlflow.tracking_uri),
         mlflow_cfg=params.mlflow,

@@ -7,7 +7,8 @@ plus what rebuilds the model) and `<paths.metrics>/train/<model>.json`.
 While it runs, `<paths.checkpoints>/<model>/` holds the best and last checkpoints and the MLflow
 run id. A training killed part-way resumes from its last checkpoint when the stage runs again
 with the same params and data; a finished training removes that folder, so it is never
-resumed by accident.
+resumed by accident. The model folder and the metrics file replace the old ones together, at
+the end; a training that fails ends its MLflow run FAILED.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,15 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import save_classifier, weights_sha256
 from lightning_modules.system import Classifier, NonFiniteLossError
-from stages.atomic import atomic_dir, write_json
+from stages.atomic import atomic_outputs, json_text, write_json
 from stages.config import MlflowConfig, ModelConfig, TrainerConfig, load_params
-from stages.errors import PipelineError, cli
+from stages.errors import PipelineError, cli, item_name
 from stages.tracking import (
     artifact_location,
     connect,
@@ -111,70 +114,90 @@ def run(
         tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
     )
     run_id = logger.run_id  # None on the other DDP processes: only rank 0 talks to MLflow
-    if rank_zero_only.rank == 0:
-        write_json(checkpoints / RUN_FILE, {"fingerprint": fingerprint, "mlflow_run_id": run_id})
-    logger.log_hyperparams(
-        flatten({"model": model.model_dump(), "trainer": trainer_cfg.model_dump()})
-        | {"dataset": model.dataset, "n_train": data.meta["counts"]["train"]["total"]}
-    )
-    best = ModelCheckpoint(
-        dirpath=checkpoints / "weights", filename="best", monitor="val_loss", save_last=True
-    )
-    throughput = _Throughput()
-    trainer = L.Trainer(
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        num_nodes=trainer_cfg.num_nodes,
-        strategy=trainer_cfg.strategy,
-        precision=trainer_cfg.precision or _default_precision(trainer_cfg),
-        deterministic=trainer_cfg.deterministic,
-        max_epochs=model.max_epochs,
-        logger=logger,
-        callbacks=[
-            EarlyStopping(monitor="val_loss", patience=trainer_cfg.patience),
-            best,
-            throughput,
-            *callbacks,
-        ],
-        default_root_dir=checkpoints,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
+    with _ends_failed_on_error(client, run_id):
+        if rank_zero_only.rank == 0:
+            write_json(
+                checkpoints / RUN_FILE, {"fingerprint": fingerprint, "mlflow_run_id": run_id}
+            )
+        logger.log_hyperparams(
+            flatten({"model": model.model_dump(), "trainer": trainer_cfg.model_dump()})
+            | {"dataset": model.dataset, "n_train": data.meta["counts"]["train"]["total"]}
+        )
+        best = ModelCheckpoint(
+            dirpath=checkpoints / "weights", filename="best", monitor="val_loss", save_last=True
+        )
+        throughput = _Throughput()
+        trainer = L.Trainer(
+            accelerator=trainer_cfg.accelerator,
+            devices=trainer_cfg.devices,
+            num_nodes=trainer_cfg.num_nodes,
+            strategy=trainer_cfg.strategy,
+            precision=trainer_cfg.precision or _default_precision(trainer_cfg),
+            deterministic=trainer_cfg.deterministic,
+            max_epochs=model.max_epochs,
+            logger=logger,
+            callbacks=[
+                EarlyStopping(monitor="val_loss", patience=trainer_cfg.patience),
+                best,
+                throughput,
+                *callbacks,
+            ],
+            default_root_dir=checkpoints,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+        )
+        try:
+            trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
+        except NonFiniteLossError as exc:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # a diverged run is not worth resuming
+            raise PipelineError(f"train@{name}: {exc}; no model was written") from None
+        if not trainer.is_global_zero:
+            return {}
+        device = str(trainer.strategy.root_device)
+        best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        system.load_state_dict(best_state["state_dict"])
+        digest = weights_sha256(system)
+        metrics = {
+            "mlflow_run_id": run_id,
+            "best_val_loss": float(best.best_model_score),
+            "best_val_accuracy": _at_best_epoch(client, run_id, "val_acc"),
+            "epochs": trainer.current_epoch,
+            "resumed_at_epoch": resume.get("epoch"),
+            "train_seconds": round(throughput.seconds, 3),
+            "samples_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 1),
+            "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name()})",
+            "precision": str(trainer.precision),
+            "weights_sha256": digest,
+        }
+        # No run id or timing in here: the same weights give the same bytes, so dvc.lock agrees
+        # across clones (the run id lives in the metrics file).
+        spec = {"dataset": model.dataset, "classes": data.meta["classes"], "weights_sha256": digest}
+        # Both outputs replace the old ones together, once the run holds what it should.
+        with atomic_outputs(out, metrics_file) as (model_tmp, metrics_tmp):
+            save_classifier(system, model_tmp, spec)
+            metrics_tmp.write_text(json_text(metrics))
+            for key in ("device", "weights_sha256"):
+                client.set_tag(run_id, key, metrics[key])
+            client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"])
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return metrics
+
+
+@contextmanager
+def _ends_failed_on_error(client: MlflowClient, run_id: str | None) -> Iterator[None]:
+    """End the run FAILED when the block raises.
+
+    Lightning's MLFlowLogger ends it FAILED when `fit` raises and FINISHED when `fit` returns;
+    a failure outside `fit` (a bad Trainer setting before it, writing the outputs after it)
+    would leave it RUNNING, or FINISHED with no model.
+    """
     try:
-        trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
-    except NonFiniteLossError as exc:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # a diverged run is not worth resuming
-        raise PipelineError(f"train@{name}: {exc}; no model was written") from None
-    if not trainer.is_global_zero:
-        return {}
-    device = str(trainer.strategy.root_device)
-    best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    system.load_state_dict(best_state["state_dict"])
-    digest = weights_sha256(system)
-    metrics = {
-        "mlflow_run_id": run_id,
-        "best_val_loss": float(best.best_model_score),
-        "best_val_accuracy": _at_best_epoch(client, run_id, "val_acc"),
-        "epochs": trainer.current_epoch,
-        "resumed_at_epoch": resume.get("epoch"),
-        "train_seconds": round(throughput.seconds, 3),
-        "samples_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 1),
-        "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name()})",
-        "precision": str(trainer.precision),
-        "weights_sha256": digest,
-    }
-    # No run id or timing in here: the same weights give the same bytes, so dvc.lock agrees
-    # across clones (the run id lives in the metrics file).
-    spec = {"dataset": model.dataset, "classes": data.meta["classes"], "weights_sha256": digest}
-    with atomic_dir(out) as tmp:
-        save_classifier(system, tmp, spec)
-    write_json(metrics_file, metrics)
-    for key in ("device", "weights_sha256"):
-        client.set_tag(run_id, key, metrics[key])
-    client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"])
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return metrics
+        yield
+    except BaseException:
+        if run_id:  # rank 0 only
+            client.set_terminated(run_id, status="FAILED")
+        raise
 
 
 def _ensure_experiment(client: Any, name: str, location: str | None) -> None:
@@ -233,23 +256,22 @@ def _resumable(checkpoints: Path, fingerprint: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m stages.train <model>")
+    name = item_name(argv, "train", "model")
     params = load_params()
-    model = params.model(argv[0])
+    model = params.model(name)
     paths = params.paths
     tags = {
         "git_commit": git_commit(),
         "data_dvc_md5": dvc_out_hash(f"prepare@{model.dataset}"),
     }
     run(
-        argv[0],
+        name,
         model,
         params.trainer,
         prepared=paths.prepared / model.dataset,
-        out=paths.models / argv[0],
-        metrics_file=paths.metrics / "train" / f"{argv[0]}.json",
-        checkpoints=paths.checkpoints / argv[0],
+        out=paths.models / name,
+        metrics_file=paths.metrics / "train" / f"{name}.json",
+        checkpoints=paths.checkpoints / name,
         mlflow_uri=tracking_uri(params.mlflow.tracking_uri),
         tags=tags,
         mlflow_cfg=params.mlflow,

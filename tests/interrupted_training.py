@@ -1,6 +1,7 @@
 """Run by test_train.py in a child process: train, then SIGKILL itself in the middle of an epoch.
 
-Usage: python tests/interrupted_training.py <workdir> <kill_epoch>
+Usage: python tests/interrupted_training.py <workdir> <kill_epoch> [streamed]
+(`streamed`: batches come from the DataLoader path, as when a split does not fit the device)
 """
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+import lightning_modules.data as data_module
 from tests.test_train import run_tiny
 
 
@@ -23,4 +25,6 @@ class KillMidEpoch(Callback):
 
 
 if __name__ == "__main__":
+    if sys.argv[3:] == ["streamed"]:
+        data_module.DEVICE_MEMORY_SHARE = 0.0
     run_tiny(Path(sys.argv[1]), "gru", callbacks=[KillMidEpoch(int(sys.argv[2]))])

@@ -1,7 +1,9 @@
 """The DataModule's two batch paths and its split across DDP processes."""
 
 import numpy as np
+import pytest
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 
 import lightning_modules.data as data_module
 from lightning_modules.data import PreparedDataModule, TensorBatches
@@ -31,12 +33,31 @@ def test_streamed_batches_equal_device_batches(tmp_path, monkeypatch):
 def test_shuffle_is_seeded_and_changes_each_epoch():
     tensors = (torch.arange(20), torch.arange(20) * 10)
     first, second = TensorBatches(tensors, 8, True, seed=3), TensorBatches(tensors, 8, True, 3)
-    epoch_one = _all(first)[0]
-    assert sorted(epoch_one.tolist()) == list(range(20))
-    np.testing.assert_array_equal(epoch_one, _all(second)[0])
-    assert not np.array_equal(epoch_one, _all(first)[0])  # the next epoch reshuffles
+    epoch_zero = _all(first)[0]
+    assert sorted(epoch_zero.tolist()) == list(range(20))
+    np.testing.assert_array_equal(epoch_zero, _all(second)[0])
+    _set_sampler_epoch(first, 1)
+    assert not np.array_equal(epoch_zero, _all(first)[0])  # the next epoch reshuffles
     x, y = _all(first)
     np.testing.assert_array_equal(y, x * 10)  # rows stay together
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["device_batches", "dataloader"])
+def test_shuffle_depends_on_seed_and_epoch_alone(tmp_path, monkeypatch, streamed):
+    """A resumed training's new loader, told the epoch by Lightning, repeats that epoch's order."""
+    if streamed:
+        monkeypatch.setattr(data_module, "DEVICE_MEMORY_SHARE", 0.0)
+    data = PreparedDataModule(tiny_prepared(tmp_path, "sequence"), batch_size=5, seed=7)
+    running = data.loader("train", shuffle=True)
+    for epoch in range(3):
+        _set_sampler_epoch(running, epoch)  # what Lightning's fit loop calls before each epoch
+        seen = _all(running)
+    resumed = data.loader("train", shuffle=True)
+    _set_sampler_epoch(resumed, 2)
+    for a, b in zip(seen, _all(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    _set_sampler_epoch(resumed, 0)
+    assert not np.array_equal(seen[-1], _all(resumed)[-1])
 
 
 def test_ddp_processes_get_disjoint_equal_shares():

@@ -1,15 +1,18 @@
 """The evaluate stage: metrics against hand-computed values, plots, and the MLflow model."""
 
+import csv
+import errno
 import json
 import shutil
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
 
-from stages import evaluate
+from stages import atomic, evaluate
 from stages.errors import PipelineError
-from tests.test_train import PARAMS, run_tiny
+from tests.test_train import PARAMS, raising, run_tiny, tiny_prepared
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():
@@ -42,10 +45,16 @@ def evaluate_tiny(work, name):
     )
 
 
+# Image class folders whose names MLflow refuses in a metric name; the last two differ only
+# in characters it refuses.
+ODD_CLASSES = ("a", "big, dog", 'say "hi"', "big; dog")
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """cnn and gru trained and evaluated on tiny data, in one SQLite store."""
     work = tmp_path_factory.mktemp("evaluated")
+    tiny_prepared(work, "image", ODD_CLASSES)
     results = {}
     for name in ("cnn", "gru"):
         run_tiny(work, name)
@@ -69,9 +78,11 @@ def test_writes_metrics_and_plots(evaluated):
             "mlflow_model_uri",
         ):
             assert key in metrics, key
-        rows = (work / "eval" / f"{name}_confusion.csv").read_text().splitlines()
-        assert rows[0] == "actual,predicted" and len(rows) == 1 + metrics["n_test"]
-        correct = sum(a == p for a, p in (r.split(",") for r in rows[1:]))
+        with (work / "eval" / f"{name}_confusion.csv").open(newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["actual", "predicted"] and len(rows) == 1 + metrics["n_test"]
+        assert {a for a, _ in rows[1:]} <= set(metrics["per_class"])
+        correct = sum(a == p for a, p in rows[1:])
         assert correct / metrics["n_test"] == pytest.approx(metrics["test_accuracy"])
         assert (work / "eval" / f"{name}_confusion.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -88,6 +99,50 @@ def test_logs_to_the_training_run(evaluated):
     assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run
     logged = mlflow.get_logged_model(results["cnn"]["mlflow_model_id"])
     assert logged.source_run_id == run.info.run_id
+
+
+def test_class_names_mlflow_refuses_become_distinct_metric_names(evaluated):
+    work, results = evaluated
+    assert list(results["cnn"]["per_class"]) == sorted(ODD_CLASSES)  # the JSON keeps them
+    run = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(
+        results["cnn"]["mlflow_run_id"]
+    )
+    recalls = {k: v for k, v in run.data.metrics.items() if k.startswith("test_recall_")}
+    assert len(recalls) == len(ODD_CLASSES)
+    assert recalls["test_recall_a"] == results["cnn"]["per_class"]["a"]["recall"]
+    keys = evaluate.metric_keys(list(ODD_CLASSES))
+    assert keys == evaluate.metric_keys(list(reversed(ODD_CLASSES)))  # not order-dependent
+    assert keys["big, dog"].startswith("big_ dog-") and keys["a"] == "a"
+
+
+@pytest.mark.parametrize("fault", ["mlflow", "rename"])
+def test_failed_evaluation_keeps_old_outputs_and_ends_its_run_failed(
+    evaluated, tmp_path, monkeypatch, fault
+):
+    """A failure while logging, or while the new outputs replace the old ones."""
+    work = tmp_path / "work"
+    shutil.copytree(evaluated[0], work)
+    out = work / "eval"
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    run_id = evaluated[1]["cnn"]["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "FINISHED"  # as training left it
+    if fault == "mlflow":
+        monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", raising(RuntimeError("injected")))
+        raised = RuntimeError
+    else:
+        full_disk = SimpleNamespace(replace=raising(OSError(errno.ENOSPC, "No space")))
+        monkeypatch.setattr(atomic, "os", full_disk)  # the renames at the end, and only them
+        raised = PipelineError
+    with pytest.raises(raised, match="injected|cnn.json, .*cnn_confusion.csv, .*: not written"):
+        evaluate_tiny(work, "cnn")
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # and no temporaries
+
+    monkeypatch.undo()
+    again = evaluate_tiny(work, "cnn")
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert json.loads((out / "cnn.json").read_text()) == again
 
 
 def test_model_of_another_dataset_is_refused(evaluated, tmp_path):

@@ -1,5 +1,6 @@
 """The train stage on tiny prepared data, against a temporary SQLite MLflow store."""
 
+import errno
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import lightning_modules.data as data_module
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import load_classifier, weights_sha256
 from lightning_modules.system import Classifier
@@ -23,13 +25,14 @@ from tests.conftest import REPO, tiny_cases, write_image_folder, write_ts_pair
 PARAMS = load_params(REPO / "params.yaml")
 
 
-def tiny_prepared(work: Path, kind: str) -> Path:
-    """Prepared data made by the real prepare stage from tiny raw files."""
+def tiny_prepared(work: Path, kind: str, classes: tuple[str, ...] = ("a", "b", "c")) -> Path:
+    """Prepared data made by the real prepare stage from tiny raw files (`classes`: the image
+    class folders)."""
     out = work / "prepared" / kind
     if (out / "meta.json").is_file():
         return out
     if kind == "image":
-        raw = write_image_folder(work / "raw_images", {"a": 12, "b": 12, "c": 12})
+        raw = write_image_folder(work / "raw_images", dict.fromkeys(classes, 12))
         ds = {
             "source": "folder",
             "path": str(raw),
@@ -142,19 +145,20 @@ def test_mlflow_run_holds_params_metrics_and_tags(tmp_path):
     assert run.data.tags["device"] == "cpu"
 
 
-def test_killed_training_resumes_from_last_checkpoint(tmp_path):
-    tiny_prepared(tmp_path, "sequence")
+def kill_training(work: Path, epoch: int, streamed: bool = False) -> None:
+    """Train gru in a child process that SIGKILLs itself in the middle of `epoch`."""
+    tiny_prepared(work, "sequence")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "interrupted_training.py"), str(tmp_path), "2"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    script = str(REPO / "tests" / "interrupted_training.py")
+    args = [sys.executable, script, str(work), str(epoch)] + (["streamed"] if streamed else [])
+    killed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert (tmp_path / "checkpoints" / "gru" / "weights" / "last.ckpt").is_file()
-    assert not (tmp_path / "models" / "gru").exists()
+    assert (work / "checkpoints" / "gru" / "weights" / "last.ckpt").is_file()
+    assert not (work / "models" / "gru").exists()
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    kill_training(tmp_path, 2)
     run_id = json.loads((tmp_path / "checkpoints" / "gru" / "run.json").read_text())[
         "mlflow_run_id"
     ]
@@ -169,6 +173,20 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     fresh = run_tiny(tmp_path, "gru")  # finished: the next run starts over
     assert fresh["resumed_at_epoch"] is None
     assert fresh["mlflow_run_id"] != run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streamed", [False, True], ids=["device_batches", "dataloader"])
+def test_resumed_training_gives_the_uninterrupted_weights(tmp_path, monkeypatch, streamed):
+    """Killed in epoch 1 and resumed from the end of epoch 0: the same shuffles and dropout
+    masks as one uninterrupted training, so the same weights."""
+    if streamed:
+        monkeypatch.setattr(data_module, "DEVICE_MEMORY_SHARE", 0.0)
+    whole = run_tiny(tmp_path / "whole", "gru")
+    kill_training(tmp_path / "killed", 1, streamed)
+    resumed = run_tiny(tmp_path / "killed", "gru")
+    assert resumed["resumed_at_epoch"] == 1
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
@@ -189,6 +207,45 @@ def test_nan_loss_stops_with_the_epoch_and_writes_nothing(tmp_path):
         run_tiny(tmp_path, "cnn")
     assert not (tmp_path / "models" / "cnn").exists()
     assert not (tmp_path / "metrics" / "cnn.json").exists()
+
+
+def raising(exc: BaseException):
+    """A stand-in for any function or method that raises `exc`: an injected fault."""
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize("fault", ["before_fit", "after_fit"])
+def test_failed_training_keeps_old_outputs_and_ends_its_run_failed(tmp_path, monkeypatch, fault):
+    """Failures outside Lightning's fit (which ends the run FAILED by itself): setting up the
+    Trainer, or a full disk while the model is written."""
+    old_model, old_metrics = (
+        tmp_path / "models" / "cnn" / "model.pt",
+        tmp_path / "metrics" / "cnn.json",
+    )
+    for old in (old_model, old_metrics):
+        old.parent.mkdir(parents=True)
+        old.write_text("old")
+    if fault == "before_fit":
+        monkeypatch.setattr(train, "ModelCheckpoint", raising(RuntimeError("injected")))
+        expected = pytest.raises(RuntimeError, match="injected")
+    else:
+        full_disk = OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(train, "save_classifier", raising(full_disk))
+        expected = pytest.raises(
+            PipelineError, match=r"models/cnn, .*cnn.json: not written: .*space"
+        )
+    with expected:
+        run_tiny(tmp_path, "cnn")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(PARAMS.models["cnn"].dataset)
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["FAILED"]
+    assert old_model.read_text() == old_metrics.read_text() == "old"
+    for old, name in ((old_model.parent, "cnn"), (old_metrics, "cnn.json")):
+        assert [p.name for p in old.parent.iterdir()] == [name]  # no temporary left beside it
 
 
 def test_missing_prepared_data_names_the_stage(tmp_path):
