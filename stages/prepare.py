@@ -23,7 +23,8 @@ from sklearn.model_selection import train_test_split
 
 from stages.atomic import atomic_dir, write_json
 from stages.config import DatasetConfig, load_params
-from stages.errors import PipelineError, cli
+from stages.errors import PipelineError, cli, item_name
+from stages.files import visible_files
 from stages.images import list_image_folder, load_image
 from stages.tsfile import find_pair, read_ts
 
@@ -180,8 +181,12 @@ def _natural(label: str) -> tuple:
 
 
 def fingerprint(root: Path) -> str:
-    """sha256 over every file under `root` (relative path and content), in sorted order."""
-    return _digest(root, sorted(p for p in root.rglob("*") if p.is_file()))
+    """sha256 over every file under `root` (relative path and content), in sorted order.
+
+    Hidden and OS files (`.DS_Store`, `Thumbs.db`, ...) are left out, as the image listing
+    leaves them out: opening a folder in a file browser must not make a new dataset.
+    """
+    return _digest(root, visible_files(root))
 
 
 def _digest(root: Path, files: list[Path], classes: list[str] | None = None) -> str:
@@ -193,13 +198,12 @@ def _digest(root: Path, files: list[Path], classes: list[str] | None = None) -> 
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m stages.prepare <dataset>")
+    name = item_name(argv, "prepare", "dataset")
     params = load_params()
-    ds = params.dataset(argv[0])
+    ds = params.dataset(name)
     if ds.builtin and not ds.path.exists():
-        raise PipelineError(f"{ds.path}: missing; run `dvc repro ingest@{argv[0]}` first")
-    run(argv[0], ds, params.paths.prepared / argv[0])
+        raise PipelineError(f"{ds.path}: missing; run `dvc repro ingest@{name}` first")
+    run(name, ds, params.paths.prepared / name)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Raw input ↔ model input, from a dataset's `meta.json`: what the served model applies.
 
-Raw input is what a user has:
-- images: an array (N, H, W) or (N, H, W, C) of pixels in 0..255, any size; each image is
-  converted to the channels and size the model was trained on, exactly as `prepare` did;
-- sequences: an array (N, T, C) of float values, any T, where the rows after a series' end
+Raw input is what a user has, of any numeric type (uint8 pixels from PIL, int or float32
+series, or JSON numbers):
+- images: an array (N, H, W) or (N, H, W, C) of pixels in 0..255, any size, C 1 (grey),
+  2 (grey + alpha), 3 (RGB) or 4 (RGBA); each image is converted to the channels and size the
+  model was trained on, exactly as `prepare` did;
+- sequences: an array (N, T, C) of numbers, any T, where the rows after a series' end
   are NaN (so series of different lengths travel in one array).
+Bad input is a PipelineError with one line that names what is expected, never the input.
 """
 
 from __future__ import annotations
@@ -18,13 +21,25 @@ from stages.config import ImageSpec
 from stages.errors import PipelineError
 from stages.images import conform
 
+# The most numbers one call takes (80 MB as float64): a request to the scoring server, which
+# MLflow does not bound by size, cannot make the model allocate more than that.
+MAX_INPUT_VALUES = 10_000_000
+# PIL's mode for pixels with this many channels, as np.asarray(PIL image) gives them.
+PIXEL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
 
 def to_model_input(raw: object, meta: dict) -> tuple[np.ndarray, ...]:
     """(x,) for images, (x, lengths) for sequences, float32 and normalised."""
     try:
-        array = np.asarray(raw, dtype=np.float64)
+        array = np.asarray(raw)
+        if array.size > MAX_INPUT_VALUES:
+            raise PipelineError(
+                f"input has {array.size:,} values; at most {MAX_INPUT_VALUES:,} per call "
+                "(send it in parts)"
+            )
+        array = array.astype(np.float64)
     except (TypeError, ValueError):
-        raise PipelineError("input must be numeric: an array of numbers") from None
+        raise PipelineError("input must be numeric: a rectangular array of numbers") from None
     if array.size == 0:
         raise PipelineError("input is empty")
     return _images(array, meta) if meta["kind"] == "image" else _sequences(array, meta)
@@ -34,16 +49,24 @@ def _images(array: np.ndarray, meta: dict) -> tuple[np.ndarray]:
     channels, height, width = meta["input_shape"]
     if array.ndim == 3:
         array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+    if array.ndim != 4 or array.shape[-1] not in PIXEL_MODES:
         raise PipelineError(
-            f"images must have shape (N, H, W) or (N, H, W, C) with C 1 or 3; got {array.shape}"
+            f"images must have shape (N, H, W) or (N, H, W, C) with C 1 to 4 (grey, grey+alpha, "
+            f"RGB, RGBA), any H and W; got {array.shape} (the model converts them to "
+            f"{height}×{width} with {channels} channel(s))"
         )
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
-        raise PipelineError("pixel values must be finite and lie in 0..255")
+    if not np.isfinite(array).all():
+        raise PipelineError("pixel values must be numbers in 0..255; got NaN or infinity")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise PipelineError(
+            f"pixel values must lie in 0..255; got {low:g}..{high:g} (scale 16-bit pixels "
+            "by 255/65535 first)"
+        )
     pixels = np.rint(array).astype(np.uint8)
     if pixels.shape[1:] != (height, width, channels):
         spec = ImageSpec(size=(height, width), channels=channels)
-        mode = "L" if pixels.shape[-1] == 1 else "RGB"
+        mode = PIXEL_MODES[pixels.shape[-1]]
         pixels = np.stack(
             [
                 conform(Image.fromarray(p.squeeze(-1) if mode == "L" else p, mode), spec)
@@ -70,19 +93,25 @@ def _sequences(array: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     lengths = (~padding).sum(axis=1)
     steps = np.arange(array.shape[1])[None, :]
     if (lengths == 0).any():
-        raise PipelineError(f"series {np.flatnonzero(lengths == 0).tolist()} have no values")
+        raise PipelineError(f"series {_some(np.flatnonzero(lengths == 0))} have no values")
     misplaced = padding != (steps >= lengths[:, None])  # a NaN row before the end
     non_finite = ~padding & ~np.isfinite(array).all(axis=2)  # a NaN or inf inside a row
     bad = np.flatnonzero((misplaced | non_finite).any(axis=1))
     if bad.size:
         raise PipelineError(
-            f"series {bad.tolist()} have NaN or infinite values before their end (only whole "
+            f"series {_some(bad)} have NaN or infinite values before their end (only whole "
             "rows after a series' end may be NaN)"
         )
     mean = np.asarray(meta["normalization"]["mean"])
     std = np.asarray(meta["normalization"]["std"])
     x = np.where(padding[..., None], 0.0, (array - mean) / std).astype(np.float32)
     return x, lengths.astype(np.int64)
+
+
+def _some(indices: np.ndarray, shown: int = 10) -> str:
+    """The first few indices, so that a message stays one short line however many are bad."""
+    head = str(indices[:shown].tolist())
+    return head if len(indices) <= shown else f"{head[:-1]}, ... ({len(indices)} in all)]"
 
 
 def raw_from_prepared(root: Path, meta: dict, split: str = "test") -> np.ndarray:

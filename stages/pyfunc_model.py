@@ -2,8 +2,10 @@
 
 It carries the exported weights (`models/<model>/`) and the dataset's `meta.json`, and applies
 the same preprocessing as `prepare` (stages/preprocess.py), so a user sends images as pixels
-or sequences of any length. Bad input becomes an MLflow INVALID_PARAMETER_VALUE error with a
-one-line message, which the scoring server returns as HTTP 400 instead of a stack trace.
+or sequences of any length. It is logged as code (MLflow's "models from code":
+stages/pyfunc_code.py), so loading it unpickles nothing. Bad input becomes an MLflow
+INVALID_PARAMETER_VALUE error with a one-line message, which the scoring server returns as
+HTTP 400 instead of a stack trace.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
 
 from lightning_modules.export import load_classifier
 from stages.errors import PipelineError
@@ -36,6 +39,28 @@ REQUIREMENTS = (
     "pyyaml",
     "mlflow",
 )
+CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
+
+
+class BadInput(MlflowException):
+    """Bad input, as HTTP 400 with one line.
+
+    MLflow's scoring server puts the whole input in front of the message of any
+    MlflowException that predict() raises (`invocations()` in mlflow/pyfunc/scoring_server),
+    which for an image batch is thousands of lines; this message stays as it was made.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):  # only MlflowException.__init__ sets it
+            self._message = value
 
 
 class ClassifierModel(mlflow.pyfunc.PythonModel):
@@ -43,12 +68,15 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
         self.module, self.spec = load_classifier(Path(context.artifacts["model"]))
         self.meta = json.loads(Path(context.artifacts["meta"]).read_text())
 
-    # No type hints here: MLflow would read them as a schema and override the signature.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # np.ndarray is a hint MLflow infers no schema from: another would override the signature
+    # (and none at all is warned about whenever this module is imported).
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict | None = None
+    ) -> pd.DataFrame:
         try:
             inputs = to_model_input(model_input, self.meta)
         except PipelineError as exc:
-            raise MlflowException.invalid_parameter_value(f"bad input: {exc}") from None
+            raise BadInput(f"bad input: {exc}") from None
         return predict_frame(self.module, inputs, self.meta["classes"])
 
 
@@ -72,16 +100,14 @@ def predict_frame(
 
 
 def signature(meta: dict) -> ModelSignature:
-    # Only the number of dimensions is fixed here: MLflow's own check of a wrong size quotes
-    # the whole input back, while predict() names the expected channels in one line.
-    if meta["kind"] == "image":
-        shape = (-1, -1, -1) if meta["channels"] == 1 else (-1, -1, -1, -1)
-    else:
-        shape = (-1, -1, -1)
+    """The output columns only. An input schema would make MLflow refuse what predict()
+    converts (uint8 pixels, int or float32 series, colour for a grey model: its tensor check
+    wants one dtype and one rank) and answer a wrong shape with the whole input quoted back;
+    predict() checks the input itself, in one line."""
     outputs = [ColSpec("string", "label")] + [
         ColSpec("double", f"prob_{c}") for c in meta["classes"]
     ]
-    return ModelSignature(Schema([TensorSpec(np.dtype("float64"), shape)]), Schema(outputs))
+    return ModelSignature(outputs=Schema(outputs))
 
 
 def pinned_requirements() -> list[str]:
@@ -95,7 +121,7 @@ def log_pyfunc(model_dir: Path, meta_file: Path, input_example: np.ndarray) -> A
     root = Path(__file__).resolve().parent.parent
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=ClassifierModel(),
+        python_model=str(CODE_FILE),
         artifacts={"model": str(model_dir), "meta": str(meta_file)},
         code_paths=[str(root / "stages"), str(root / "lightning_modules")],
         signature=signature(meta),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import PipelineError
+from stages.files import is_hidden
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,11 @@ def find_pair(folder: Path) -> tuple[Path, Path]:
         raise PipelineError(f"{folder}: no such folder (expected a *_TRAIN.ts / *_TEST.ts pair)")
     found = []
     for suffix in ("_TRAIN.ts", "_TEST.ts"):
-        matches = sorted(p for p in folder.iterdir() if p.name.upper().endswith(suffix.upper()))
+        matches = sorted(
+            p
+            for p in folder.iterdir()
+            if p.name.upper().endswith(suffix.upper()) and not is_hidden(p.name)
+        )
         if len(matches) != 1:
             names = [p.name for p in matches] or "none"
             raise PipelineError(f"{folder}: expected exactly one *{suffix} file, found {names}")

@@ -6,6 +6,7 @@ from PIL import Image
 from stages import ingest
 from stages.errors import PipelineError, cli
 from tests.conftest import tiny_cases, write_image_folder, write_ts_pair
+from tests.test_images import write_png_header
 
 
 def test_digits_become_an_image_folder(make_params, tmp_path):
@@ -90,6 +91,30 @@ def test_unreadable_image_is_named(make_params, tmp_path):
     params = _user(make_params, tmp_path, "folder", folder)
     with pytest.raises(PipelineError, match=r"dog/001.png: unreadable image"):
         ingest.run("mine", params.datasets["mine"], tmp_path / "raw" / "mine")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [
+        # Above the default image.max_pixels (PIL's limit), where PIL itself only warns.
+        (10_000, 9_000, r"90,000,000 pixels, more than image.max_pixels \(89,478,485\)"),
+        (20_000, 20_000, "more than 178,956,970 pixels"),  # where PIL refuses by itself
+    ],
+)
+def test_decompression_bomb_is_named(make_params, tmp_path, width, height, message):
+    folder = write_image_folder(tmp_path / "mine", {"cat": 2, "dog": 2})
+    write_png_header(folder / "dog" / "bomb.png", width, height)
+    params = _user(make_params, tmp_path, "folder", folder)
+    with pytest.raises(PipelineError, match=rf"dog/bomb.png: .*{message}"):
+        ingest.run("mine", params.datasets["mine"], tmp_path / "raw" / "mine")
+
+
+def test_os_files_in_a_user_folder_are_skipped(make_params, tmp_path):
+    folder = write_image_folder(tmp_path / "mine", {"cat": 2, "dog": 2})
+    for junk in (".DS_Store", "cat/Thumbs.db", "dog/desktop.ini", "dog/._000.png"):
+        (folder / junk).write_bytes(b"not an image")
+    params = _user(make_params, tmp_path, "folder", folder)
+    assert ingest.run("mine", params.datasets["mine"], tmp_path / "raw" / "mine").is_dir()
 
 
 def test_cli_exits_2_with_one_line(monkeypatch, capsys):

@@ -1,15 +1,18 @@
 """Batch prediction with the champions the flow registered in its repository copy."""
 
 import json
+import re
 import shutil
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.predict import predict
+from flows.predict import main, predict
 from stages.errors import PipelineError
+from tests.test_images import write_png_header
 
 
 def test_folder_of_images(flow_repo, tmp_path):
@@ -71,10 +74,17 @@ def test_npy_array(flow_repo, tmp_path):
         (
             "digits",
             "x.npy",
-            lambda p: np.save(p, np.zeros((2, 8, 8, 2))),
-            r"x.npy: Shape of input \(2, 8, 8, 2\) does not match",
+            lambda p: np.save(p, np.zeros((2, 8, 8, 5))),
+            r"x.npy: images must have shape .* got \(2, 8, 8, 5\)",
         ),
-        ("digits", "x.npy", lambda p: np.save(p, np.full((2, 8, 8), "a")), r"x.npy: .*type"),
+        ("digits", "x.npy", lambda p: np.save(p, np.full((2, 8, 8), "a")), "x.npy: .*numeric"),
+        ("digits", "x.npy", lambda p: np.save(p, np.full((2, 8, 8), 300)), r"x.npy: .*0\.\.255"),
+        (
+            "digits",
+            "imgs",
+            lambda p: write_png_header(p.mkdir() or p / "bomb.png", 20_000, 20_000),
+            "imgs/bomb.png: more than",
+        ),
         ("japanese_vowels", "x", lambda p: p.mkdir(), "x: a folder of images, but the model"),
         ("digits", "x.csv", lambda p: p.write_text("1,2"), "x.csv: expected a folder"),
         ("digits", "nothing.npy", lambda p: None, "nothing.npy: not a readable"),
@@ -92,3 +102,60 @@ def test_bad_input_names_the_file_and_writes_nothing(  # noqa: PLR0913
     with pytest.raises(PipelineError, match=message):
         predict(dataset, str(tmp_path / name), str(tmp_path / "out.csv"))
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_sixteen_bit_images_as_their_originals_and_os_files_skipped(flow_repo, tmp_path):
+    root, _ = flow_repo
+    folder, sources = tmp_path / "images", sorted((root / "data/raw/digits/5").iterdir())[:3]
+    (folder / "deep").mkdir(parents=True)
+    for src in sources:
+        shutil.copy(src, folder / src.name)
+        deep = np.asarray(Image.open(src)).astype(np.uint16) * 257  # 16-bit PNG: mode I;16
+        Image.fromarray(deep).save(folder / "deep" / src.name)
+    for junk in (".DS_Store", "Thumbs.db", "deep/desktop.ini", "._0005.png", ".cache/x.png"):
+        (folder / junk).parent.mkdir(exist_ok=True)
+        (folder / junk).write_bytes(b"not an image")
+    out = tmp_path / "out.csv"
+    assert predict("digits", str(folder), str(out)) == 6
+    frame = pd.read_csv(out, dtype={"label": str}).set_index("input")
+    eight = frame.loc[[s.name for s in sources]]
+    sixteen = frame.loc[[f"deep/{s.name}" for s in sources]]
+    assert list(sixteen["label"]) == list(eight["label"])
+    # The same pixels; only float rounding differs between rows of one batch.
+    np.testing.assert_allclose(sixteen.filter(like="prob_"), eight.filter(like="prob_"), atol=1e-6)
+
+
+def test_input_above_the_per_call_limit_is_sent_in_parts(flow_repo, tmp_path, monkeypatch):
+    root, _ = flow_repo
+    files = sorted((root / "data/raw/digits/4").iterdir())[:5]
+    np.save(tmp_path / "fours.npy", np.stack([np.asarray(Image.open(f)) for f in files]))
+    predict("digits", str(tmp_path / "fours.npy"), str(tmp_path / "whole.csv"))
+    monkeypatch.setattr("flows.predict.MAX_INPUT_VALUES", 130)  # two 8×8 images per call
+    predict("digits", str(tmp_path / "fours.npy"), str(tmp_path / "parts.csv"))
+    whole, parts = (
+        pd.read_csv(tmp_path / f"{n}.csv", dtype={"label": str}) for n in ("whole", "parts")
+    )
+    pd.testing.assert_frame_equal(parts, whole, atol=1e-6)  # batch size changes float rounding
+
+
+@pytest.mark.parametrize(
+    ("dataset", "store", "message"),
+    [
+        ("no_such", "none.db", r"error: unknown dataset 'no_such' in params.yaml; known: "),
+        ("digits", "empty.db", r"error: dataset 'digits' has no champion in sqlite:///.*empty"),
+        ("digits", "none.db", r"error: dataset 'digits' has no champion: .*none.db does not"),
+    ],
+)
+def test_cli_without_a_champion_is_one_line_and_exit_2(  # noqa: PLR0913
+    tmp_path, monkeypatch, capsys, dataset, store, message
+):
+    uri = f"sqlite:///{tmp_path / store}"
+    mlflow.MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}").search_experiments()
+    capsys.readouterr()  # MLflow's log of creating that store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(SystemExit) as info:
+        main([dataset, str(tmp_path), str(tmp_path / "out.csv")])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.match(message, lines[0]), lines
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "none.db").exists()

@@ -2,17 +2,19 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from stages import ingest, prepare
 from stages.errors import PipelineError
 from tests.conftest import tiny_cases, ts_text, write_image_folder, write_ts_pair
+from tests.test_images import write_png_header
 
 
-def _images(make_params, folder, size=(8, 8), channels=1, test=0.25, val=0.25):
+def _images(make_params, folder, size=(8, 8), channels=1, test=0.25, val=0.25, **image):
     ds = {
         "source": "folder",
         "path": str(folder),
-        "image": {"size": list(size), "channels": channels},
+        "image": {"size": list(size), "channels": channels, **image},
         "split": {"test": test, "val": val, "seed": 3},
     }
     return make_params({"mine": ds}).datasets["mine"]
@@ -123,6 +125,31 @@ def test_japanese_vowels_shape(make_params, tmp_path):
     assert meta["counts"]["train"]["total"] + meta["counts"]["val"]["total"] == 270
 
 
+def test_sixteen_bit_pngs_are_scaled_like_their_eight_bit_originals(make_params, tmp_path):
+    eight = write_image_folder(tmp_path / "eight", {"a": 4, "b": 4})
+    for f in eight.rglob("*.png"):  # the same pictures as 16-bit PNGs (PIL mode I;16)
+        deep = tmp_path / "deep" / f.relative_to(eight)
+        deep.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(Image.open(f)).astype(np.uint16) * 257).save(deep)
+    prepare.run("mine", _images(make_params, eight), tmp_path / "out8")
+    prepare.run("mine", _images(make_params, tmp_path / "deep"), tmp_path / "out16")
+    for split in ("train", "val", "test"):
+        x8 = np.load(tmp_path / "out8" / f"x_{split}.npy")
+        np.testing.assert_array_equal(np.load(tmp_path / "out16" / f"x_{split}.npy"), x8)
+
+
+def test_hidden_and_os_files_change_nothing(make_params, tmp_path):
+    folder = write_image_folder(tmp_path / "mine", {"a": 4, "b": 4})
+    ds = _images(make_params, folder)
+    prepare.run("mine", ds, tmp_path / "before")
+    for junk in (".DS_Store", "a/Thumbs.db", "b/desktop.ini", "a/._000.png", ".cache/x.png"):
+        (folder / junk).parent.mkdir(exist_ok=True)
+        (folder / junk).write_bytes(b"not data")
+    prepare.run("mine", ds, tmp_path / "after")
+    for f in sorted((tmp_path / "before").iterdir()):
+        assert f.read_bytes() == (tmp_path / "after" / f.name).read_bytes(), f
+
+
 # Bad input: each names the file (and line), and an earlier output stays as it was.
 
 
@@ -143,6 +170,21 @@ def test_truncated_image(make_params, tmp_path):
     _expect_error(
         _images(make_params, folder), tmp_path / "out", r"b/002.jpg: unreadable or truncated"
     )
+
+
+def test_more_pixels_than_max_pixels(make_params, tmp_path):
+    folder = write_image_folder(tmp_path / "mine", {"a": 4, "b": 4})
+    _expect_error(
+        _images(make_params, folder, max_pixels=63),
+        tmp_path / "out",
+        r"a/000.png: 8×8 = 64 pixels, more than image.max_pixels \(63\)",
+    )
+
+
+def test_decompression_bomb_is_named(make_params, tmp_path):
+    folder = write_image_folder(tmp_path / "mine", {"a": 4, "b": 4})
+    write_png_header(folder / "b" / "bomb.png", 20_000, 20_000)  # beyond PIL's own limit
+    _expect_error(_images(make_params, folder), tmp_path / "out", "b/bomb.png: more than")
 
 
 def test_empty_class(make_params, tmp_path):
