@@ -28,7 +28,13 @@ def ensure_server(host: str, port: int, log: Path, timeout: float = 120.0) -> st
     api = f"http://{host}:{port}/api"
     if _healthy(api):
         return api
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The UI asks the server where its API is; unset, that is the default port 4200, not the
+        # port this server listens on.
+        "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL", api),
+    }
     with log.open("ab") as out:
         subprocess.Popen(
             [

@@ -68,11 +68,15 @@ def read_graph(root: Path) -> StageGraph:
     repo = Repo(str(root))
     try:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        # `.dvc` files of data added with `dvc add` are stages too, that run nothing: they are
+        # neither tasks nor anyone's upstream task (DVC checks their hashes itself).
         return StageGraph(
             {
-                _address(stage): frozenset(_address(dep) for dep in graph.successors(stage))
+                _address(stage): frozenset(
+                    _address(dep) for dep in graph.successors(stage) if dep.cmd
+                )
                 for stage in repo.index.stages
-                if stage.cmd  # `.dvc` files of data added with `dvc add` run nothing
+                if stage.cmd
             }
         )
     finally:

@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_modules.cnn import CNN
 from lightning_modules.rnn import RecurrentClassifier
+from lightning_modules.sequence_cnn import FCN, InceptionTime
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ MODELS: dict[str, ModelSpec] = {
     "rnn": ModelSpec(partial(RecurrentClassifier, cell="rnn"), "sequence"),
     "lstm": ModelSpec(partial(RecurrentClassifier, cell="lstm"), "sequence"),
     "gru": ModelSpec(partial(RecurrentClassifier, cell="gru"), "sequence"),
+    "fcn": ModelSpec(FCN, "sequence"),
+    "inception": ModelSpec(InceptionTime, "sequence"),
 }
 
 

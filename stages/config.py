@@ -6,12 +6,14 @@ what is allowed. Each stage receives only its section.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from stages.errors import PipelineError
 
@@ -20,32 +22,65 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+# YAML gives strings, not Paths: the one lax conversion strict models allow.
+FilePath = Annotated[Path, Strict(False)]
 
 
-class Paths(Strict):
-    raw: Path = Path("data/raw")
-    prepared: Path = Path("data/prepared")
-    models: Path = Path("models")
-    metrics: Path = Path("metrics")
-    checkpoints: Path = Path("checkpoints")
+class Section(BaseModel):
+    """A params section: unknown keys are errors, and so are values of another type (strict:
+    `true` or "64" is no batch size), but for paths and YAML lists given for tuples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
-class ImageSpec(Strict):
+class Paths(Section):
+    """Where each stage writes. Each folder is owned by one stage: no two may be the same or
+    nested (a checkpoints folder inside models would delete the trained model)."""
+
+    raw: FilePath = Path("data/raw")
+    prepared: FilePath = Path("data/prepared")
+    models: FilePath = Path("models")
+    metrics: FilePath = Path("metrics")
+    checkpoints: FilePath = Path("checkpoints")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Paths:
+        folders = self.model_dump()
+        for a, b in itertools.combinations(folders, 2):
+            if _nested(folders[a], folders[b]):
+                raise ValueError(
+                    f"paths.{a} ('{folders[a]}') and paths.{b} ('{folders[b]}') overlap: "
+                    "each stage needs a folder of its own"
+                )
+        return self
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """Whether one folder is, or lies inside, the other (compared as normalised paths)."""
+    a, b = Path(os.path.normpath(a)), Path(os.path.normpath(b))
+    return a == b or a in b.parents or b in a.parents
+
+
+class ImageSpec(Section):
     """What every image becomes: height × width pixels with 1 (grey) or 3 (RGB) channels."""
 
-    size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]]
+    size: Annotated[
+        tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]],
+        Strict(False),  # a YAML list; its items stay strict ints
+    ]
     channels: Literal[1, 3] = 1
+    # A file with more pixels is refused (a decompression bomb). The default is PIL's own
+    # Image.MAX_IMAGE_PIXELS; PIL refuses more than twice that whatever is allowed here.
+    max_pixels: Annotated[int, Field(ge=1, le=2 * 89_478_485)] = 89_478_485
 
 
-class SequenceSpec(Strict):
+class SequenceSpec(Section):
     """Expected channel count of every series; None accepts whatever the train file has."""
 
     channels: Annotated[int, Field(ge=1)] | None = None
 
 
-class SplitSpec(Strict):
+class SplitSpec(Section):
     """Stratified, seeded splits. `test` is for sources without their own test split."""
 
     val: Fraction = 0.15
@@ -56,7 +91,7 @@ class SplitSpec(Strict):
 SOURCE_PATTERN = re.compile(r"^(sklearn:digits|sktime:[A-Za-z0-9_]+|folder|ts)$")
 
 
-class DatasetConfig(Strict):
+class DatasetConfig(Section):
     """One dataset: where it comes from (`source`), where its raw files live (`path`)."""
 
     source: Annotated[
@@ -66,7 +101,7 @@ class DatasetConfig(Strict):
             description="sklearn:digits | sktime:<Name> | folder | ts",
         ),
     ]
-    path: Path
+    path: FilePath
     image: ImageSpec | None = None
     sequence: SequenceSpec | None = None
     split: SplitSpec = SplitSpec()
@@ -98,7 +133,7 @@ class DatasetConfig(Strict):
         return self
 
 
-class CNNSpec(Strict):
+class CNNSpec(Section):
     channels: list[Annotated[int, Field(ge=1)]] = Field(default=[32, 64], min_length=1)
     kernel_size: Annotated[int, Field(ge=1, le=11)] = 3
     hidden: Annotated[int, Field(ge=1)] = 128
@@ -106,7 +141,7 @@ class CNNSpec(Strict):
     batch_norm: bool = True
 
 
-class RNNSpec(Strict):
+class RNNSpec(Section):
     hidden_size: Annotated[int, Field(ge=1)] = 64
     num_layers: Annotated[int, Field(ge=1, le=8)] = 1
     bidirectional: bool = False
@@ -114,13 +149,64 @@ class RNNSpec(Strict):
     pooling: Literal["last", "mean"] = "last"
 
 
-class ModelConfig(Strict):
+class FCNSpec(Section):
+    """Wang et al. 2017's FCN: one convolution block per entry (defaults: the paper's)."""
+
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[128, 256, 128], min_length=1, max_length=8
+    )
+    kernel_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default=[8, 5, 3], min_length=1, max_length=8
+    )
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_kernel_per_block(self) -> FCNSpec:
+        if len(self.channels) != len(self.kernel_sizes):
+            raise ValueError(
+                f"channels and kernel_sizes need one entry per block; got {len(self.channels)} "
+                f"and {len(self.kernel_sizes)}"
+            )
+        return self
+
+
+class InceptionSpec(Section):
+    """InceptionTime (Ismail Fawaz et al. 2020); defaults: the paper's."""
+
+    depth: Annotated[int, Field(ge=1, le=12)] = 6
+    filters: Annotated[int, Field(ge=1, le=256)] = 32  # per branch; a module outputs 4×
+    # The largest kernel; the others are 1/2 and 1/4 of it (made odd), so at least 4.
+    kernel_size: Annotated[int, Field(ge=4, le=128)] = 40
+    bottleneck: Annotated[int, Field(ge=0, le=256)] = 32  # 0: no bottleneck
+    residual: bool = True
+
+
+# The settings section each arch reads; any other section given is an error.
+ARCH_SECTIONS = {
+    "cnn": "cnn",
+    "rnn": "rnn",
+    "lstm": "rnn",
+    "gru": "rnn",
+    "fcn": "fcn",
+    "inception": "inception",
+}
+SECTION_SPECS: dict[str, type[Section]] = {
+    "cnn": CNNSpec,
+    "rnn": RNNSpec,
+    "fcn": FCNSpec,
+    "inception": InceptionSpec,
+}
+
+
+class ModelConfig(Section):
     """One trained model: its architecture, the dataset it learns, and how it is optimised."""
 
     dataset: str
-    arch: Literal["cnn", "rnn", "lstm", "gru"]
+    arch: Literal["cnn", "rnn", "lstm", "gru", "fcn", "inception"]
     cnn: CNNSpec | None = None
     rnn: RNNSpec | None = None
+    fcn: FCNSpec | None = None
+    inception: InceptionSpec | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     max_epochs: Annotated[int, Field(ge=1)] = 30
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
@@ -134,21 +220,21 @@ class ModelConfig(Strict):
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of the network (lightning_modules.registry)."""
-        if self.arch == "cnn":
-            spec = self.cnn or CNNSpec()
-            return spec.model_dump() | {"channels": tuple(spec.channels)}
-        return (self.rnn or RNNSpec()).model_dump()
+        """Constructor arguments of the network (lightning_modules.registry); lists become
+        the tuples the constructors take."""
+        section = ARCH_SECTIONS[self.arch]
+        spec = getattr(self, section) or SECTION_SPECS[section]()
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in spec.model_dump().items()}
 
     @model_validator(mode="after")
     def _section_matches_arch(self) -> ModelConfig:
-        wrong = "rnn" if self.arch == "cnn" else "cnn"
-        if getattr(self, wrong) is not None:
-            raise ValueError(f"`{wrong}` settings do not apply to arch '{self.arch}'")
+        for section in SECTION_SPECS:
+            if section != ARCH_SECTIONS[self.arch] and getattr(self, section) is not None:
+                raise ValueError(f"`{section}` settings do not apply to arch '{self.arch}'")
         return self
 
 
-class TrainerConfig(Strict):
+class TrainerConfig(Section):
     """Lightning Trainer settings shared by every model (defaults: a GPU when present)."""
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
@@ -162,7 +248,7 @@ class TrainerConfig(Strict):
     patience: Annotated[int, Field(ge=1)] = 10
 
 
-class MlflowConfig(Strict):
+class MlflowConfig(Section):
     """`tracking_uri: null` means MLFLOW_TRACKING_URI, else `sqlite:///<repo>/mlflow.db`.
 
     A tracking server that does not answer is retried `retries` times, waiting
@@ -170,12 +256,13 @@ class MlflowConfig(Strict):
     """
 
     tracking_uri: str | None = None
+    # Whole seconds: MLflow reads its MLFLOW_HTTP_REQUEST_* settings as integers.
     retries: Annotated[int, Field(ge=0, le=10)] = 4
-    backoff_seconds: Annotated[float, Field(ge=0.0)] = 1.0
-    timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
+    backoff_seconds: Annotated[int, Field(ge=0, le=120)] = 1
+    timeout_seconds: Annotated[int, Field(ge=1)] = 10
 
 
-class RegisterConfig(Strict):
+class RegisterConfig(Section):
     """Champion/challenger: the newest version replaces the champion when it beats it on the
     same test set by at least `min_delta` of `metric`."""
 
@@ -183,12 +270,12 @@ class RegisterConfig(Strict):
     min_delta: Annotated[float, Field(ge=0.0, le=1.0)] = 0.002
 
 
-class ScheduleConfig(Strict):
+class ScheduleConfig(Section):
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
 
 
-class FlowConfig(Strict):
+class FlowConfig(Section):
     """The Prefect flow over the DVC stages (flows/pipeline.py) and its schedule."""
 
     max_parallel: Annotated[int, Field(ge=1, le=64)] = 2
@@ -200,7 +287,7 @@ class FlowConfig(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
 
 
-class Params(Strict):
+class Params(Section):
     paths: Paths = Paths()
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelConfig] = {}
@@ -235,12 +322,19 @@ class Params(Strict):
                     f"datasets.{name}.path: a built-in source is written by ingest to "
                     f"'{expected}' (paths.raw/<dataset>); got '{ds.path}'"
                 )
-            overlaps = ds.path == expected or expected in ds.path.parents
-            if not ds.builtin and (overlaps or ds.path in expected.parents):
+            if ds.builtin:
+                continue
+            if _nested(ds.path, expected):
                 raise ValueError(
                     f"datasets.{name}.path: your own data must live outside '{expected}', "
                     f"which ingest owns; got '{ds.path}'"
                 )
+            for key, folder in self.paths.model_dump().items():
+                if key != "raw" and _nested(ds.path, folder):
+                    raise ValueError(
+                        f"datasets.{name}.path: '{ds.path}' overlaps paths.{key} "
+                        f"('{folder}'), which a stage writes"
+                    )
         return self
 
     def model(self, name: str) -> ModelConfig:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from stages.atomic import atomic_dir, write_json
 from stages.config import DatasetConfig, load_params
-from stages.errors import PipelineError, cli
+from stages.errors import PipelineError, cli, item_name
 from stages.images import check_image, list_image_folder
 from stages.tsfile import find_pair, read_ts
 
@@ -35,7 +35,7 @@ def run(name: str, ds: DatasetConfig, out: Path) -> Path:
             classes = list_image_folder(ds.path)
             for files in classes.values():
                 for f in files:
-                    check_image(f)
+                    check_image(f, ds.image.max_pixels)
             write_json(tmp / "source.json", {"source": ds.source, "path": str(ds.path)})
         elif kind == "ts":
             for f in find_pair(ds.path):
@@ -59,33 +59,49 @@ def _write_digits(out: Path) -> None:
 
 
 def shipped_sktime_datasets() -> dict[str, Path]:
-    """Archives that ship inside the installed sktime, as name → folder holding the pair."""
+    """Classification archives that ship inside the installed sktime, as name → folder holding
+    the pair (its regression archives, such as Tecator, label series with numbers instead)."""
     import sktime.datasets
 
     data = Path(sktime.datasets.__file__).parent / "data"
     return {
         d.name: d
         for d in sorted(data.iterdir())
-        if (d / f"{d.name}_TRAIN.ts").is_file() and (d / f"{d.name}_TEST.ts").is_file()
+        if (d / f"{d.name}_TEST.ts").is_file() and _is_classification(d / f"{d.name}_TRAIN.ts")
     }
+
+
+def _is_classification(train_file: Path) -> bool:
+    """Whether a `.ts` file's header says `@classLabel true` (read up to `@data` only)."""
+    if not train_file.is_file():
+        return False
+    with train_file.open(errors="replace") as lines:
+        for line in lines:
+            words = line.lower().split()
+            if words[:1] == ["@data"]:
+                break
+            if words[:2] == ["@classlabel", "true"]:
+                return True
+    return False
 
 
 def _copy_sktime(archive: str, out: Path) -> None:
     shipped = shipped_sktime_datasets()
-    if archive not in shipped:
+    by_lower = {name.lower(): name for name in shipped}
+    if archive.lower() not in by_lower:
         raise PipelineError(
-            f"sktime archive '{archive}' does not ship with sktime (it would have to be "
-            f"downloaded); shipped: {', '.join(shipped)}"
+            f"sktime archive '{archive}' does not ship with sktime as a classification archive "
+            f"(it would have to be downloaded); shipped: {', '.join(shipped)}"
         )
+    name = by_lower[archive.lower()]
     for split in ("TRAIN", "TEST"):
-        shutil.copyfile(shipped[archive] / f"{archive}_{split}.ts", out / f"{archive}_{split}.ts")
+        shutil.copyfile(shipped[name] / f"{name}_{split}.ts", out / f"{name}_{split}.ts")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m stages.ingest <dataset>")
+    name = item_name(argv, "ingest", "dataset")
     params = load_params()
-    run(argv[0], params.dataset(argv[0]), params.paths.raw / argv[0])
+    run(name, params.dataset(name), params.paths.raw / name)
 
 
 if __name__ == "__main__":

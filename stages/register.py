@@ -2,13 +2,14 @@
 
 Reads `models`, `register` and `mlflow` of params.yaml and `<paths.metrics>/eval/<model>.json`.
 Writes `<paths.metrics>/registry.json`: per dataset the registered model, the champion (version,
-run id, metric) and the decision with its reason.
+run id, metric) and the decision on each current model's version with its reason.
 
 Aliases, not the deprecated stages: the newest version is the `challenger`; it becomes the
 `champion` when there is none, or when it beats the champion on the same test set by at least
-`register.min_delta`. A champion measured on another test set is measured again on the current
-one first. An alias moves only after its version is READY, so the registry is never left
-half-changed.
+`register.min_delta`. A version measured on another test set is measured again on the current
+one first. An alias moves only after its version is READY. Each version is decided exactly once:
+the decision is a tag on the version, written after the aliases moved, and any version without
+one (its registration was interrupted) is decided by the next run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from stages.preprocess import raw_from_prepared
 from stages.tracking import connect, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+DECISION, REASON = "decision", "decision_reason"  # version tags: decided once, then kept
 
 
 def registered_name(dataset: str) -> str:
@@ -73,12 +75,35 @@ def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"Classifiers of the {dataset} dataset")
-    decisions = []
-    for model, evaluation in evaluations:
-        version, created = _version_for(client, name, model, evaluation)
-        if created:
-            decisions.append(_decide(client, name, version, evaluation, meta, prepared, cfg))
+    current = [_version_for(client, name, model, evaluation) for model, evaluation in evaluations]
+    # Every version is decided exactly once: the decision is recorded on the version itself,
+    # after its aliases moved, so a version whose registration was interrupted (the process
+    # died between creating it and moving the aliases) is decided by the next run.
+    undecided = [
+        v for v in client.search_model_versions(f"name='{name}'") if DECISION not in v.tags
+    ]
+    decided_now = set()
+    for version in sorted(undecided, key=lambda v: int(v.version)):
+        decision = _decide(client, name, version, meta, prepared, cfg)
+        client.set_model_version_tag(name, version.version, REASON, decision["reason"])
+        client.set_model_version_tag(name, version.version, DECISION, decision["action"])
+        decided_now.add(str(version.version))
     champion = _alias(client, name, CHAMPION)
+    # The decisions on the current models' versions, whenever they were made: a run that
+    # decides nothing keeps the last decisions visible.
+    decisions = [
+        {
+            "version": str(v.version),
+            "model": v.tags.get("model"),
+            "action": v.tags[DECISION],
+            "reason": v.tags[REASON],
+            "decided_now": str(v.version) in decided_now,
+        }
+        for v in sorted(
+            {str(v.version): client.get_model_version(name, v.version) for v in current}.values(),
+            key=lambda v: int(v.version),
+        )
+    ]
     return {
         "registered_model": name,
         "champion_version": str(champion.version) if champion else None,
@@ -86,16 +111,16 @@ def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict
         "champion_model": champion.tags.get("model") if champion else None,
         "metric": cfg.metric,
         "champion_metric": float(champion.tags[cfg.metric]) if champion else None,
-        "decisions": decisions or [{"action": "none", "reason": "no new evaluated model"}],
+        "decisions": decisions,
     }
 
 
-def _version_for(client, name, model, evaluation) -> tuple[ModelVersion, bool]:
+def _version_for(client, name, model, evaluation) -> ModelVersion:
     """The version of this training run, created (and awaited until READY) if there is none."""
     run_id = evaluation["mlflow_run_id"]
     found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if found:
-        return found[0], False
+        return _await_ready(client, name, found[0].version)
     run = client.get_run(run_id)
     tags = {
         "model": model,
@@ -112,7 +137,7 @@ def _version_for(client, name, model, evaluation) -> tuple[ModelVersion, bool]:
         tags=tags,
         model_id=evaluation.get("mlflow_model_id"),
     )
-    return _await_ready(client, name, version.version), True
+    return _await_ready(client, name, version.version)
 
 
 def _await_ready(client, name, version, timeout=300.0) -> ModelVersion:
@@ -126,47 +151,60 @@ def _await_ready(client, name, version, timeout=300.0) -> ModelVersion:
         time.sleep(0.5)
 
 
-def _decide(client, name, version, evaluation, meta, prepared, cfg) -> dict[str, Any]:
+def _decide(client, name, version, meta, prepared, cfg) -> dict[str, str]:
+    """Move the aliases for `version` (a READY version not decided yet); return the decision."""
+    version = _await_ready(client, name, version.version)
     number = str(version.version)
     client.set_registered_model_alias(name, CHALLENGER, number)
-    score = float(evaluation[cfg.metric])
     champion = _alias(client, name, CHAMPION)
     if champion is None:
         client.set_registered_model_alias(name, CHAMPION, number)
-        return {"version": number, "action": "promoted", "reason": "no champion yet"}
-    held = float(champion.tags[cfg.metric])
-    note = ""
-    if champion.tags.get("test_fingerprint") != meta["test_fingerprint"]:
-        held = _remeasure(client, name, champion, meta, prepared, cfg)
-        note = " (champion re-measured on the current test set)"
+        return {"action": "promoted", "reason": "no champion yet"}
+    if str(champion.version) == number:  # promoted by a run that died before recording it
+        return {
+            "action": "promoted",
+            "reason": "already the champion (promoted before its decision was recorded)",
+        }
+    score, note = _score(client, name, version, meta, prepared, cfg)
+    held, held_note = _score(client, name, champion, meta, prepared, cfg)
+    notes = [n for n in (note, held_note and f"champion {held_note}") if n]
+    note = f" ({'; '.join(notes)})" if notes else ""
     if score >= held + cfg.min_delta:
         client.set_registered_model_alias(name, CHAMPION, number)
         return {
-            "version": number,
             "action": "promoted",
             "reason": f"{cfg.metric} {score:.4f} beats champion v{champion.version}'s "
             f"{held:.4f} by at least {cfg.min_delta}{note}",
         }
     return {
-        "version": number,
         "action": "kept_champion",
         "reason": f"{cfg.metric} {score:.4f} does not beat champion v{champion.version}'s "
         f"{held:.4f} by {cfg.min_delta}{note}",
     }
 
 
-def _remeasure(client, name, champion, meta, prepared, cfg) -> float:
-    """The champion's metric on the current test split, through its own preprocessing."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
+def _score(client, name, version, meta, prepared, cfg) -> tuple[float, str]:
+    """`version`'s metric on the current test split, and a note when it had to be measured
+    again (it was measured on another test set)."""
+    if version.tags.get("test_fingerprint") == meta["test_fingerprint"]:
+        return float(version.tags[cfg.metric]), ""
+    return _remeasure(
+        client, name, version, meta, prepared, cfg
+    ), "re-measured on the current test set"
+
+
+def _remeasure(client, name, version, meta, prepared, cfg) -> float:
+    """`version`'s metric on the current test split, through its own preprocessing."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     labels = model.predict(raw_from_prepared(prepared, meta))["label"]
-    # A label the current classes lack (the champion knew other classes) counts as wrong.
+    # A label the current classes lack (the model knew other classes) counts as wrong.
     classes = [*meta["classes"], "<not a current class>"]
     index = {c: i for i, c in enumerate(meta["classes"])}
     pred = np.array([index.get(label, len(classes) - 1) for label in labels])
     score = classification_metrics(np.load(prepared / "y_test.npy"), pred, classes)[cfg.metric]
-    client.set_model_version_tag(name, champion.version, cfg.metric, str(score))
+    client.set_model_version_tag(name, version.version, cfg.metric, str(score))
     client.set_model_version_tag(
-        name, champion.version, "test_fingerprint", meta["test_fingerprint"]
+        name, version.version, "test_fingerprint", meta["test_fingerprint"]
     )
     return score
 

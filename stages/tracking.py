@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,21 @@ def tracking_uri(configured: str | None, root: Path = REPO_ROOT) -> str:
 
     The default is absolute so that it also holds in DVC's temporary experiment directories.
     """
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or _default_uri(root)
+    return _without_credentials(
+        os.environ.get("MLFLOW_TRACKING_URI") or configured or _default_uri(root)
+    )
+
+
+def _without_credentials(uri: str) -> str:
+    """`uri` without a `user:password@`, which moves to MLFLOW_TRACKING_USERNAME/PASSWORD
+    (MLflow's client sends those as basic auth): MLflow prints the URI it tracks to in its
+    "View run at …" lines, so that URI must hold no password."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _default_uri(root: Path) -> str:
@@ -53,20 +68,44 @@ def connect(uri: str, cfg: MlflowConfig) -> MlflowClient:
     return MlflowClient(uri)
 
 
+def redact(uri: str) -> str:
+    """`uri` with its password (if any) masked, for every message and log line."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _health_url(uri: str) -> str:
+    """<server>/health without the credentials (urllib refuses them inside a URL; the health
+    endpoint needs none)."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=host, path=f"{parts.path.rstrip('/')}/health")
+    )
+
+
 def _wait_for_server(uri: str, cfg: MlflowConfig) -> None:
     last: Exception | None = None
     for attempt in range(cfg.retries + 1):
         if attempt:
             time.sleep(cfg.backoff_seconds * 2 ** (attempt - 1))
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_seconds):
+            with urllib.request.urlopen(_health_url(uri), timeout=cfg.timeout_seconds):
                 return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:  # it answers; what it thinks of the request, MLflow will say
+                return
+            last = exc
         except (urllib.error.URLError, OSError) as exc:
             last = exc
     waited = sum(cfg.backoff_seconds * 2**i for i in range(cfg.retries))
     raise TransientError(
-        f"MLflow tracking server {uri} does not answer ({last}); tried {cfg.retries + 1} times "
-        f"over {waited:.1f} s. Start it, or set MLFLOW_TRACKING_URI / mlflow.tracking_uri"
+        f"MLflow tracking server {redact(uri)} does not answer ({last}); tried "
+        f"{cfg.retries + 1} times over {waited} s. Start it, or set MLFLOW_TRACKING_URI / "
+        "mlflow.tracking_uri"
     )
 
 

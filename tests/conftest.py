@@ -136,7 +136,7 @@ def flow_repo(tmp_path_factory, prefect_harness):
     shrink_params(
         root,
         flow={"retries": 1, "retry_backoff_seconds": 0.1},
-        mlflow={"retries": 0, "timeout_seconds": 1.0},
+        mlflow={"retries": 0, "timeout_seconds": 1},
     )
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"

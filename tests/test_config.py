@@ -1,8 +1,11 @@
 import copy
+import inspect
+from typing import get_args
 
 import pytest
 
-from stages.config import load_params, parse_params
+from lightning_modules.registry import model_spec
+from stages.config import ModelConfig, load_params, parse_params
 from stages.errors import PipelineError
 
 TOP_LEVEL = ["datasets", "flow", "mlflow", "models", "paths", "register", "trainer"]
@@ -74,6 +77,49 @@ def _error(raw: dict) -> str:
             "datasets.mine.path: your own data must live outside 'data/raw/mine'",
         ),
         (
+            lambda r: r["models"]["cnn"].update(batch_size=True),
+            "models.cnn.batch_size: Input should be a valid integer (got True)",
+        ),
+        (
+            lambda r: r["models"]["cnn"].update(batch_size="64"),
+            "models.cnn.batch_size: Input should be a valid integer (got '64')",
+        ),
+        (
+            lambda r: r["models"]["cnn"].update(batch_size=64.0),
+            "models.cnn.batch_size: Input should be a valid integer (got 64.0)",
+        ),
+        (
+            lambda r: r["trainer"].update(deterministic="yes"),
+            "trainer.deterministic: Input should be a valid boolean (got 'yes')",
+        ),
+        (
+            lambda r: r["mlflow"].update(timeout_seconds=0.5),
+            "mlflow.timeout_seconds: Input should be a valid integer (got 0.5)",
+        ),
+        (
+            lambda r: r["paths"].update(checkpoints="models"),
+            "paths.models ('models') and paths.checkpoints ('models') overlap",
+        ),
+        (
+            lambda r: r["paths"].update(checkpoints="./models/ckpt"),
+            "paths.models ('models') and paths.checkpoints ('models/ckpt') overlap",
+        ),
+        (
+            lambda r: r["paths"].update(raw="data", prepared="data/prepared"),
+            "paths.raw ('data') and paths.prepared ('data/prepared') overlap",
+        ),
+        (
+            lambda r: r["datasets"].update(
+                mine={
+                    "source": "folder",
+                    "path": "models/mine",
+                    "image": {"size": [8, 8]},
+                    "split": {"test": 0.2},
+                }
+            ),
+            "datasets.mine.path: 'models/mine' overlaps paths.models ('models')",
+        ),
+        (
             lambda r: r.update(extra={}),
             "extra: unknown key; allowed here: " + ", ".join(TOP_LEVEL),
         ),
@@ -102,3 +148,114 @@ def test_missing_params_file(tmp_path):
 def test_unknown_dataset_lists_known():
     with pytest.raises(PipelineError, match="unknown dataset 'cats'.*known: digits"):
         load_params().dataset("cats")
+
+
+def test_numbers_where_numbers_belong_still_parse(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["models"]["cnn"]["lr"] = 1  # an int is a fine float
+    raw["datasets"]["digits"]["image"]["size"] = [8, 8]  # a YAML list is the tuple
+    params = parse_params(raw)
+    assert params.models["cnn"].lr == 1.0 and params.datasets["digits"].image.size == (8, 8)
+
+
+def _with_model(raw_params: dict, **model) -> dict:
+    raw = copy.deepcopy(raw_params)
+    raw["models"]["seq"] = {"dataset": "japanese_vowels", **model}
+    return raw
+
+
+def test_sequence_cnn_sections_parse(raw_params):
+    raw = _with_model(
+        raw_params, arch="fcn", fcn={"channels": [64, 64], "kernel_sizes": [8, 5], "dropout": 0.1}
+    )
+    raw["models"]["inc"] = {
+        "dataset": "japanese_vowels",
+        "arch": "inception",
+        "inception": {"depth": 3, "filters": 16, "kernel_size": 20, "bottleneck": 0},
+    }
+    params = parse_params(raw)
+    fcn, inception = params.models["seq"], params.models["inc"]
+    assert fcn.kind == inception.kind == "sequence"
+    assert fcn.model_kwargs == {"channels": (64, 64), "kernel_sizes": (8, 5), "dropout": 0.1}
+    assert inception.model_kwargs == {
+        "depth": 3,
+        "filters": 16,
+        "kernel_size": 20,
+        "bottleneck": 0,
+        "residual": True,
+    }
+
+
+@pytest.mark.parametrize("arch", get_args(ModelConfig.model_fields["arch"].annotation))
+def test_every_arch_is_registered_with_its_section_defaults(arch):
+    """A missing section means the constructor's own defaults: one source of truth for them."""
+    model = ModelConfig(dataset="any", arch=arch)
+    spec = model_spec(arch)
+    assert spec.kind == model.kind
+    defaults = inspect.signature(spec.build).parameters
+    assert {k: defaults[k].default for k in model.model_kwargs} == model.model_kwargs
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            {"arch": "lstm", "fcn": {}},
+            "models.seq: `fcn` settings do not apply to arch 'lstm'",
+        ),
+        (
+            {"arch": "fcn", "rnn": {"hidden_size": 8}},
+            "models.seq: `rnn` settings do not apply to arch 'fcn'",
+        ),
+        (
+            {"arch": "inception", "fcn": {}},
+            "models.seq: `fcn` settings do not apply to arch 'inception'",
+        ),
+        (
+            {"arch": "fcn", "fcn": {}, "inception": {}},
+            "models.seq: `inception` settings do not apply to arch 'fcn'",
+        ),
+        (
+            {"arch": "fcn", "fcn": {"channels": [64, 64], "kernel_sizes": [8]}},
+            "models.seq.fcn: channels and kernel_sizes need one entry per block; got 2 and 1",
+        ),
+        (
+            {"arch": "fcn", "fcn": {"kernel_sizes": [8, 0, 3]}},
+            "models.seq.fcn.kernel_sizes.1: Input should be greater than or equal to 1",
+        ),
+        (
+            {"arch": "fcn", "fcn": {"channels": [], "kernel_sizes": []}},
+            "models.seq.fcn.channels: List should have at least 1 item",
+        ),
+        (
+            {"arch": "fcn", "fcn": {"dropout": 1.0}},
+            "models.seq.fcn.dropout: Input should be less than 1",
+        ),
+        (
+            {"arch": "fcn", "fcn": {"kernel": 8}},
+            "models.seq.fcn.kernel: unknown key; allowed here: channels, dropout, kernel_sizes",
+        ),
+        (
+            {"arch": "inception", "inception": {"kernel_size": 3}},
+            "models.seq.inception.kernel_size: Input should be greater than or equal to 4",
+        ),
+        (
+            {"arch": "inception", "inception": {"depth": 0}},
+            "models.seq.inception.depth: Input should be greater than or equal to 1",
+        ),
+        (
+            {"arch": "inception", "inception": {"bottleneck": -1}},
+            "models.seq.inception.bottleneck: Input should be greater than or equal to 0",
+        ),
+        (
+            {"arch": "inception", "inception": {"residual": "yes"}},
+            "models.seq.inception.residual: Input should be a valid boolean (got 'yes')",
+        ),
+        (
+            {"arch": "inception", "dataset": "digits"},
+            "models.seq: arch 'inception' takes sequences, but dataset 'digits' holds images",
+        ),
+    ],
+)
+def test_bad_sequence_cnn_sections_name_the_key(raw_params, model, expected):
+    assert expected in _error(_with_model(raw_params, **model))

@@ -83,3 +83,29 @@ def test_bad_input_fails_the_stage_and_keeps_the_output(repo_copy):
     assert done.returncode != 0
     assert "params say sequence.channels: 13" in done.stdout + done.stderr
     assert (repo_copy / "data/prepared/japanese_vowels/x_train.npy").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "key", ["a;touch pwned", "a'; touch pwned; '", 'a"; touch pwned; "', "a$(touch pwned)"]
+)
+def test_a_params_key_never_reaches_the_shell(repo_copy, key):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["datasets"][key] = {"source": "ts", "path": "data/external/x"}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--keep-going", f"ingest@{key}"],
+        cwd=repo_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "String should match pattern" in done.stdout + done.stderr  # the stage's own check
+    assert not list(repo_copy.rglob("pwned*"))
+
+
+def test_generated_outputs_are_ignored_by_git():
+    generated = ["dvc_plots/index.html", "mlflow.db", "checkpoints/cnn/run.json", "mlruns/0/x"]
+    done = subprocess.run(["git", "check-ignore", *generated], cwd=REPO, capture_output=True)
+    assert done.stdout.decode().split() == generated

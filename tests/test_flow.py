@@ -6,7 +6,12 @@ import socket
 
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.pipeline import pipeline
@@ -39,15 +44,14 @@ def task_runs(state) -> dict:
 
 
 def artifacts(state) -> dict:
-    """The artifacts a flow run created, by key, through the REST API (the 3.8.8 client's
-    read_artifacts sends null filters that its own server rejects with 422)."""
-    flow_run = str(state.state_details.flow_run_id)
+    """The artifacts a flow run created, by key, read through Prefect's own client."""
     with get_client(sync_client=True) as client:
-        response = client._client.post(
-            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run]}}}
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
         )
-    response.raise_for_status()
-    return {a["key"]: a["data"] for a in response.json()}
+    return {a.key: a.data for a in found}
 
 
 def test_every_stage_runs_after_its_upstream(flow_repo):

@@ -62,19 +62,69 @@ def test_first_version_becomes_champion_and_registering_twice_adds_nothing(store
     report = _register(store, ["eval_0.json"])["seq"]
     assert report["registered_model"] == "seq-classifier"
     assert report["champion_version"] == "1"
-    assert report["decisions"][0] == {
+    first = {
         "version": "1",
+        "model": "gru0",
         "action": "promoted",
         "reason": "no champion yet",
+        "decided_now": True,
     }
+    assert report["decisions"] == [first]
     again = _register(store, ["eval_0.json"])["seq"]
-    assert again["decisions"] == [{"action": "none", "reason": "no new evaluated model"}]
+    assert again["decisions"] == [first | {"decided_now": False}]  # the last decision stays
     versions = client.search_model_versions("name='seq-classifier'")
     assert len(versions) == 1
     tags = versions[0].tags
     assert tags["model"] == "gru0" and tags["git_commit"] == "abc123"
     assert tags["data_hash"] == "d41d8cd9.dir" and float(tags["test_accuracy"]) >= 0
+    assert (tags["decision"], tags["decision_reason"]) == ("promoted", "no champion yet")
     assert json.loads((tmp / "registry.json").read_text())["seq"]["champion_version"] == "1"
+
+
+def test_a_version_left_undecided_by_a_crash_is_decided_by_the_next_run(store, monkeypatch):
+    _, tmp, client = store
+    _set(tmp / "eval_0.json", test_accuracy=0.80)
+    _set(tmp / "eval_1.json", test_accuracy=0.90)
+    _register(store, ["eval_0.json"])
+
+    def die(*args):
+        raise KeyboardInterrupt("killed between create_model_version and the aliases")
+
+    monkeypatch.setattr(client, "set_registered_model_alias", die)
+    with pytest.raises(KeyboardInterrupt):
+        _register(store, ["eval_0.json", "eval_1.json"])
+    monkeypatch.undo()
+    assert "decision" not in client.get_model_version("seq-classifier", "2").tags
+
+    report = _register(store, ["eval_0.json", "eval_1.json"])["seq"]
+    assert report["champion_version"] == "2"
+    assert [(d["version"], d["action"], d["decided_now"]) for d in report["decisions"]] == [
+        ("1", "promoted", False),
+        ("2", "promoted", True),
+    ]
+    assert str(client.get_model_version_by_alias("seq-classifier", "challenger").version) == "2"
+    again = _register(store, ["eval_0.json", "eval_1.json"])["seq"]
+    assert [d["decided_now"] for d in again["decisions"]] == [False, False]
+    assert [d["reason"] for d in again["decisions"]] == [d["reason"] for d in report["decisions"]]
+
+
+def test_a_champion_moved_before_its_decision_was_recorded_stays(store, monkeypatch):
+    _, tmp, client = store
+    real = client.set_model_version_tag
+
+    def die_on_decision(name, version, key, value):
+        if key == "decision":
+            raise KeyboardInterrupt("killed after the aliases moved")
+        real(name, version, key, value)
+
+    monkeypatch.setattr(client, "set_model_version_tag", die_on_decision)
+    with pytest.raises(KeyboardInterrupt):
+        _register(store, ["eval_0.json"])
+    monkeypatch.undo()
+    report = _register(store, ["eval_0.json"])["seq"]
+    assert report["champion_version"] == "1"
+    assert report["decisions"][0]["action"] == "promoted"
+    assert report["decisions"][0]["decided_now"]
 
 
 def test_better_challenger_is_promoted(store):
@@ -105,7 +155,8 @@ def test_champion_is_remeasured_when_the_test_set_changed(store):
     client.set_model_version_tag("seq-classifier", "1", "test_fingerprint", "an older test set")
     _set(tmp / "eval_1.json", test_accuracy=0.0)
     report = _register(store, ["eval_0.json", "eval_1.json"])["seq"]
-    decision = report["decisions"][0]
+    decision = report["decisions"][1]
+    assert decision["version"] == "2"
     assert "champion re-measured on the current test set" in decision["reason"]
     # Re-measured through the champion's pyfunc on the current raw test inputs:
     measured = float(client.get_model_version("seq-classifier", "1").tags["test_accuracy"])

@@ -92,3 +92,28 @@ def test_served_deployment_has_the_schedule_and_runs(tmp_path):
         log.close()
         # flows.deploy started the server in a session of its own: stop it too.
         subprocess.run(["pkill", "-f", f"prefect server start --host 127.0.0.1 --port {port}"])
+
+
+@pytest.mark.server
+def test_the_ui_of_a_server_on_another_port_calls_that_port(tmp_path, monkeypatch):
+    from flows.deploy import ensure_server
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_UI_API_URL", raising=False)
+    port = free_port()
+    api = ensure_server("127.0.0.1", port, tmp_path / "server.log")
+    try:
+        assert api == f"http://127.0.0.1:{port}/api"
+        assert _api(f"http://127.0.0.1:{port}/ui-settings")["api_url"] == api
+        # Prefect's own client lists work pools (3.8.8's server refused its null filters).
+        env = {**os.environ, "PREFECT_API_URL": api}
+        prefect = str(Path(sys.executable).parent / "prefect")
+        create = [prefect, "work-pool", "create", "training", "--type", "process"]
+        subprocess.run(create, env=env, check=True, capture_output=True)
+        listed = subprocess.run(
+            [prefect, "work-pool", "ls"], env=env, check=True, capture_output=True, text=True
+        )
+        assert "training" in listed.stdout
+    finally:
+        subprocess.run(["pkill", "-f", f"prefect server start --host 127.0.0.1 --port {port}"])

@@ -1,0 +1,87 @@
+"""The pipeline against a real `mlflow server`, and the tracking URI's credentials."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from stages.config import MlflowConfig
+from stages.errors import TransientError
+from stages.tracking import connect, redact, tracking_uri
+from tests.conftest import copy_repo, shrink_params
+from tests.servers import BIN, free_port, mlflow_server
+
+
+def test_credentials_leave_the_uri_for_mlflows_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://ana:s3%40cret@mlflow.example:8443/x")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert tracking_uri(None) == "https://mlflow.example:8443/x"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "ana"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3@cret"
+
+
+def test_credentials_are_masked_in_errors():
+    uri = f"http://ana:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    assert redact(uri).startswith("http://ana:***@127.0.0.1:")
+    with pytest.raises(TransientError) as info:
+        connect(uri, MlflowConfig(retries=0, timeout_seconds=1))
+    assert "s3cret" not in str(info.value) and "ana:***@127.0.0.1" in str(info.value)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_the_whole_pipeline_against_a_tracking_server(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    shrink_params(root)
+    with mlflow_server(tmp_path / "mlflow") as url:
+        # Credentials in the URI reach MLflow's client but no message (the server ignores them).
+        uri = url.replace("http://", "http://ana:s3cret@")
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+        }
+        env.pop("PREFECT_API_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.pipeline"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+        assert "s3cret" not in done.stdout + done.stderr
+        client = MlflowClient(url)
+        registry = json.loads((root / "metrics/registry.json").read_text())
+        for dataset in ("digits", "japanese_vowels"):
+            champion = client.get_model_version_by_alias(f"{dataset}-classifier", "champion")
+            assert champion.status == "READY"
+            assert registry[dataset]["champion_version"] == str(champion.version)
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], max_results=50
+        )
+        assert sorted(r.data.tags["model"] for r in runs) == ["cnn", "gru", "lstm"]
+        assert all(r.info.status == "FINISHED" for r in runs)
+        # The champion loads and predicts in a fresh process, through the server alone.
+        script = (
+            "import mlflow, numpy as np\n"
+            "m = mlflow.pyfunc.load_model('models:/digits-classifier@champion')\n"
+            "print(len(m.predict(np.zeros((3, 8, 8)))))\n"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env={"MLFLOW_TRACKING_URI": url, "PATH": env["PATH"], "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        assert loaded.stdout.split()[-1] == "3"
