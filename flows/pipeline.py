@@ -185,7 +185,8 @@ def _publish_summary(params: Any, root: Path, uri: str) -> None:
     create_table_artifact(
         key="model-metrics",
         table=[{k: v for k, v in r.items()} for r in rows],
-        description="Test metrics of every evaluated model (metrics/eval/<model>.json)",
+        description="Test metrics of every evaluated model, and the test accuracy of the "
+        "majority-class and 1-NN baselines (metrics/eval/*.json)",
     )
     create_markdown_artifact(
         key="registry-decisions",

@@ -13,6 +13,8 @@ from stages.config import Params
 
 UI = "http://127.0.0.1:5000"  # `make ui`
 COLUMNS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss", "n_test")
+# The test accuracy of each baseline (stages/baselines.py), beside the model's.
+BASELINE_COLUMNS = {"majority": "majority", "1nn_euclidean": "1nn"}
 
 
 def metric_rows(params: Params, root: Path) -> list[dict[str, Any]]:
@@ -21,9 +23,11 @@ def metric_rows(params: Params, root: Path) -> list[dict[str, Any]]:
         path = root / params.paths.metrics / "eval" / f"{name}.json"
         if path.is_file():
             evaluation = json.loads(path.read_text())
+            baselines = evaluation["baselines"]
             rows.append(
                 {"model": name, "dataset": model.dataset}
                 | {k: evaluation[k] for k in COLUMNS[2:]}
+                | {c: baselines[b]["test_accuracy"] for b, c in BASELINE_COLUMNS.items()}
                 | {"mlflow_run_id": evaluation["mlflow_run_id"]}
             )
     return rows
@@ -67,9 +71,10 @@ def _run_link(client: MlflowClient | None, run_id: str) -> str:
 def text_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no evaluated models)"
-    cells = [[_fmt(r[c]) for c in COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    line = "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))
+    columns = (*COLUMNS, *BASELINE_COLUMNS.values())
+    cells = [[_fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
     body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join([line, "  ".join("-" * w for w in widths), *body])
 

@@ -263,11 +263,14 @@ class MlflowConfig(Section):
 
 
 class RegisterConfig(Section):
-    """Champion/challenger: the newest version replaces the champion when it beats it on the
-    same test set by at least `min_delta` of `metric`."""
+    """Champion/challenger: the newest version replaces the champion when it beats it, and the
+    best baseline, on the same test set by at least `min_delta` of `metric`."""
 
     metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
     min_delta: Annotated[float, Field(ge=0.0, le=1.0)] = 0.002
+    # A model that does not beat the best simple baseline (majority class, 1-NN) by min_delta
+    # is never promoted.
+    beat_baselines: bool = True
 
 
 class ScheduleConfig(Section):

@@ -5,7 +5,8 @@ Reads `models.<model>` and `mlflow` of params.yaml, `<paths.models>/<model>/`,
 Writes `<paths.metrics>/eval/<model>.json` (a DVC metric), `<model>_confusion.csv`
 (actual/predicted per test example, a DVC plot) and `<model>_confusion.png`. Logs the same
 metrics and the PNG to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
-that takes raw input. The three files replace the old ones together, once the logging has
+that takes raw input. Beside the model's, the scores of simple baselines on the same test split
+(stages/baselines.py). The three files replace the old ones together, once the logging has
 succeeded; a failure leaves the old ones and ends the run FAILED.
 """
 
@@ -30,41 +31,16 @@ from mlflow.exceptions import MlflowException
 from lightning_modules.data import load_split, read_meta
 from lightning_modules.export import load_classifier
 from stages.atomic import atomic_outputs, json_text
+from stages.baselines import baseline_metrics
 from stages.config import MlflowConfig, ModelConfig, load_params
 from stages.errors import PipelineError, cli, item_name
+from stages.metrics import classification_metrics
 from stages.preprocess import raw_from_prepared
 from stages.pyfunc_model import log_pyfunc
 from stages.tracking import connect, redact, tracking_uri
 
 # What metric_keys replaces in a class name.
 UNSAFE_IN_METRIC_NAMES = re.compile(r"[^\w.\- ]")
-
-
-def classification_metrics(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall and the confusion matrix (rows: actual)."""
-    k = len(classes)
-    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-    true_pos = np.diag(confusion).astype(np.float64)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(true_pos, actual, out=np.zeros(k), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    present = actual > 0  # macro-F1 over the classes the test split holds
-    return {
-        "test_accuracy": float(true_pos.sum() / len(y)),
-        "test_macro_f1": float(f1[present].mean()),
-        "n_test": int(len(y)),
-        "per_class": {
-            c: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "support": int(actual[i]),
-            }
-            for i, c in enumerate(classes)
-        },
-        "confusion_matrix": confusion.tolist(),
-    }
 
 
 def _timed_logits(module: torch.nn.Module, arrays: tuple[np.ndarray, ...], batch_size: int):
@@ -124,6 +100,7 @@ def run(
         "inference_samples_per_second": round(len(y) / sum(seconds), 1),
         "latency_ms_per_batch": round(1000 * statistics.median(seconds), 3),
         "inference_batch_size": model.batch_size,
+        "baselines": baseline_metrics(prepared, meta["classes"]),
     }
     names = (f"{name}.json", f"{name}_confusion.csv", f"{name}_confusion.png")
     mlflow.set_tracking_uri(mlflow_uri)
@@ -144,11 +121,16 @@ def run(
 
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any]) -> None:
-    """The scalar metrics, and the recall of each class, in one request."""
+    """The scalar metrics, the baselines' and the recall of each class, in one request."""
     flat = {
         k: v
         for k, v in metrics.items()
         if k.startswith(("test_", "inference_", "latency")) and isinstance(v, float | int)
+    }
+    flat |= {
+        f"baseline_{baseline}_{k}": v
+        for baseline, scores in metrics["baselines"].items()
+        for k, v in scores.items()
     }
     keys = metric_keys(list(metrics["per_class"]))
     flat |= {f"test_recall_{keys[c]}": v["recall"] for c, v in metrics["per_class"].items()}

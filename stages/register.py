@@ -5,11 +5,13 @@ Writes `<paths.metrics>/registry.json`: per dataset the registered model, the ch
 run id, metric) and the decision on each current model's version with its reason.
 
 Aliases, not the deprecated stages: the newest version is the `challenger`; it becomes the
-`champion` when there is none, or when it beats the champion on the same test set by at least
-`register.min_delta`. A version measured on another test set is measured again on the current
-one first. An alias moves only after its version is READY. Each version is decided exactly once:
-the decision is a tag on the version, written after the aliases moved, and any version without
-one (its registration was interrupted) is decided by the next run.
+`champion` when it beats the best baseline of the evaluation (stages/baselines.py; unless
+`register.beat_baselines` is off) and either there is no champion or it beats the champion, each
+on the same test set by at least `register.min_delta`; otherwise it is `rejected` (below the
+baselines) or the champion is kept. A version measured on another test set is measured again
+on the current one first. An alias moves only after its version is READY. Each version is
+decided exactly once: the decision is a tag on the version, written after the aliases moved,
+and any version without one (its registration was interrupted) is decided by the next run.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import read_meta
 from stages.atomic import write_json
+from stages.baselines import best_baseline
 from stages.config import Params, RegisterConfig, load_params
 from stages.errors import PipelineError, cli
-from stages.evaluate import classification_metrics
+from stages.metrics import classification_metrics
 from stages.preprocess import raw_from_prepared
 from stages.tracking import connect, tracking_uri
 
@@ -63,7 +66,7 @@ def _read_eval(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineError(f"{path}: missing; run its evaluate stage first")
     evaluation = json.loads(path.read_text())
-    for key in ("mlflow_run_id", "mlflow_model_uri", "test_fingerprint"):
+    for key in ("mlflow_run_id", "mlflow_model_uri", "test_fingerprint", "baselines"):
         if not evaluation.get(key):
             raise PipelineError(f"{path}: no {key}; re-run its evaluate stage")
     return evaluation
@@ -82,9 +85,12 @@ def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict
     undecided = [
         v for v in client.search_model_versions(f"name='{name}'") if DECISION not in v.tags
     ]
+    # Every evaluation of one dataset scored the baselines on its one current test split.
+    baselines = evaluations[0][1]["baselines"]
+    floor = best_baseline(baselines, cfg.metric) if cfg.beat_baselines else None
     decided_now = set()
     for version in sorted(undecided, key=lambda v: int(v.version)):
-        decision = _decide(client, name, version, meta, prepared, cfg)
+        decision = _decide(client, name, version, meta, prepared, cfg, floor)
         client.set_model_version_tag(name, version.version, REASON, decision["reason"])
         client.set_model_version_tag(name, version.version, DECISION, decision["action"])
         decided_now.add(str(version.version))
@@ -151,21 +157,32 @@ def _await_ready(client, name, version, timeout=300.0) -> ModelVersion:
         time.sleep(0.5)
 
 
-def _decide(client, name, version, meta, prepared, cfg) -> dict[str, str]:
-    """Move the aliases for `version` (a READY version not decided yet); return the decision."""
+def _decide(client, name, version, meta, prepared, cfg, floor) -> dict[str, str]:
+    """Move the aliases for `version` (a READY version not decided yet); return the decision.
+
+    `floor`: the best baseline's (name, metric) on the current test split, which the version
+    must beat by `min_delta` to be promoted; None when `register.beat_baselines` is off.
+    """
     version = _await_ready(client, name, version.version)
     number = str(version.version)
     client.set_registered_model_alias(name, CHALLENGER, number)
     champion = _alias(client, name, CHAMPION)
-    if champion is None:
-        client.set_registered_model_alias(name, CHAMPION, number)
-        return {"action": "promoted", "reason": "no champion yet"}
-    if str(champion.version) == number:  # promoted by a run that died before recording it
+    if champion is not None and str(champion.version) == number:
+        # Promoted by a run that died before recording the decision.
         return {
             "action": "promoted",
             "reason": "already the champion (promoted before its decision was recorded)",
         }
     score, note = _score(client, name, version, meta, prepared, cfg)
+    if floor is not None and score < floor[1] + cfg.min_delta:
+        return {
+            "action": "rejected",
+            "reason": f"{cfg.metric} {score:.4f} does not beat the best baseline, {floor[0]}'s "
+            f"{floor[1]:.4f}, by {cfg.min_delta}" + (f" ({note})" if note else ""),
+        }
+    if champion is None:
+        client.set_registered_model_alias(name, CHAMPION, number)
+        return {"action": "promoted", "reason": "no champion yet"}
     held, held_note = _score(client, name, champion, meta, prepared, cfg)
     notes = [n for n in (note, held_note and f"champion {held_note}") if n]
     note = f" ({'; '.join(notes)})" if notes else ""

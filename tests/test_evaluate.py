@@ -12,6 +12,7 @@ import pytest
 
 from stages import atomic, evaluate
 from stages.errors import PipelineError
+from stages.metrics import classification_metrics
 from tests.test_train import PARAMS, raising, run_tiny, tiny_prepared
 
 
@@ -19,7 +20,7 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     classes = ["a", "b", "c"]
     y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     pred = np.array([0, 1, 0, 1, 1, 2, 0, 2, 1])
-    m = evaluate.classification_metrics(y, pred, classes)
+    m = classification_metrics(y, pred, classes)
     # rows actual, columns predicted
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 1, 2]]
     assert m["test_accuracy"] == pytest.approx(6 / 9)

@@ -91,6 +91,8 @@ def test_artifacts_hold_the_metrics_and_decisions(flow_repo):
     for row in rows:
         evaluation = json.loads((root / "metrics/eval" / f"{row['model']}.json").read_text())
         assert row["test_accuracy"] == evaluation["test_accuracy"]
+        assert row["1nn"] == evaluation["baselines"]["1nn_euclidean"]["test_accuracy"]
+        assert row["majority"] == evaluation["baselines"]["majority"]["test_accuracy"]
     markdown = found["registry-decisions"]
     assert "## digits-classifier" in markdown and "## japanese_vowels-classifier" in markdown
     assert "**promoted**: no champion yet" in markdown

@@ -13,7 +13,7 @@ from stages import register
 from stages.config import RegisterConfig
 from stages.errors import PipelineError
 from tests.test_evaluate import evaluate_tiny
-from tests.test_train import run_tiny
+from tests.test_train import run_tiny, tiny_prepared
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,15 @@ def _set(path, **values):
     path.write_text(json.dumps(data))
 
 
-def _register(store, files, min_delta=0.002):
+def _register(store, files, min_delta=0.002, beat_baselines=False):
+    """Register the eval files; the baseline gate is off unless asked, since these tests set
+    the models' test figures by hand and are about the champion/challenger rules."""
     work, tmp, client = store
     candidates = {"seq": [(f"gru{i}", tmp / f) for i, f in enumerate(files)]}
     return register.run(
         candidates,
         {"seq": work / "prepared" / "sequence"},
-        RegisterConfig(min_delta=min_delta),
+        RegisterConfig(min_delta=min_delta, beat_baselines=beat_baselines),
         client,
         tmp / "registry.json",
     )
@@ -221,7 +223,7 @@ def test_champion_loads_in_a_fresh_process_and_predicts_raw_images(tmp_path):
     register.run(
         {"img": [("cnn", tmp_path / "eval" / "cnn.json")]},
         {"img": tmp_path / "prepared" / "image"},
-        RegisterConfig(),
+        RegisterConfig(beat_baselines=False),  # about loading the champion, not the gate
         client,
         tmp_path / "registry.json",
     )
@@ -250,3 +252,39 @@ print((labels == np.array([f.split("/")[0] for f in files])).mean())
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert float(done.stdout.split()[-1]) == pytest.approx(evaluation["test_accuracy"])
+
+
+def test_a_model_below_the_best_baseline_is_never_promoted(store):
+    _, tmp, client = store
+    baselines = json.loads((tmp / "eval_0.json").read_text())["baselines"]
+    best = max(b["test_accuracy"] for b in baselines.values())
+    _set(tmp / "eval_0.json", test_accuracy=best - 0.01)
+    report = _register(store, ["eval_0.json"], beat_baselines=True)["seq"]
+    assert report["champion_version"] is None
+    decision = report["decisions"][0]
+    assert decision["action"] == "rejected"
+    assert f"does not beat the best baseline, 1nn_euclidean's {best:.4f}" in decision["reason"]
+    _set(tmp / "eval_1.json", test_accuracy=best + 0.01)
+    report = _register(store, ["eval_0.json", "eval_1.json"], beat_baselines=True)["seq"]
+    assert report["champion_version"] == "2"
+    assert [d["action"] for d in report["decisions"]] == ["rejected", "promoted"]
+
+
+def test_a_model_trained_on_shuffled_labels_is_rejected(tmp_path):
+    """One epoch on shuffled training labels: no better than chance, so below 1-NN."""
+    prepared = tiny_prepared(tmp_path, "sequence")
+    labels = np.load(prepared / "y_train.npy")
+    np.save(prepared / "y_train.npy", np.random.default_rng(0).permutation(labels))
+    run_tiny(tmp_path, "gru", max_epochs=1)
+    np.save(prepared / "y_train.npy", labels)  # the baselines see the true labels
+    evaluation = evaluate_tiny(tmp_path, "gru")
+    assert evaluation["baselines"]["1nn_euclidean"]["test_accuracy"] > 0.8
+    report = register.run(
+        {"seq": [("gru", tmp_path / "eval" / "gru.json")]},
+        {"seq": prepared},
+        RegisterConfig(),  # the defaults: the gate is on
+        mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        tmp_path / "registry.json",
+    )["seq"]
+    assert report["decisions"][0]["action"] == "rejected"
+    assert report["champion_version"] is None
