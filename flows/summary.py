@@ -23,11 +23,15 @@ def metric_rows(params: Params, root: Path) -> list[dict[str, Any]]:
         path = root / params.paths.metrics / "eval" / f"{name}.json"
         if path.is_file():
             evaluation = json.loads(path.read_text())
-            baselines = evaluation["baselines"]
+            # An evaluation written before baselines were scored has none (None in the table).
+            baselines = evaluation.get("baselines", {})
             rows.append(
                 {"model": name, "dataset": model.dataset}
                 | {k: evaluation[k] for k in COLUMNS[2:]}
-                | {c: baselines[b]["test_accuracy"] for b, c in BASELINE_COLUMNS.items()}
+                | {
+                    c: baselines.get(b, {}).get("test_accuracy")
+                    for b, c in BASELINE_COLUMNS.items()
+                }
                 | {"mlflow_run_id": evaluation["mlflow_run_id"]}
             )
     return rows
