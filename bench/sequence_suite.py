@@ -66,8 +66,8 @@ def suite_params(
     entries = {}
     for name in models:
         entries[name] = raw["models"][name] | {"dataset": key}
-        if max_epochs is not None:
-            entries[name]["max_epochs"] = max_epochs
+        if max_epochs is not None:  # and no minimum of optimiser steps beyond them
+            entries[name] |= {"max_epochs": max_epochs, "min_steps": 0}
     return raw | {
         "datasets": {
             key: {"source": f"sktime:{archive}", "path": f"{raw_folder}/{key}", "split": split}
@@ -204,7 +204,9 @@ def main() -> None:
         metavar="MODEL",
         help=f"default: all of {', '.join(defaults)}",
     )
-    parser.add_argument("--max-epochs", type=positive, help="every model's max_epochs (smoke runs)")
+    parser.add_argument(
+        "--max-epochs", type=positive, help="every model's max_epochs, min_steps 0 (smoke runs)"
+    )
     parser.add_argument("--out", type=Path, help="write every raw result here as JSON")
     args = parser.parse_args()
     if not defaults:

@@ -1,8 +1,9 @@
 """Training throughput: the project's Lightning path against a minimal hand-written PyTorch loop.
 
-For each default model, the same network, prepared data, batch size, optimiser and schedule run
-side by side in one process, alternating, after a warm-up epoch each. Prints one JSON line per
-model: model, project_samples_per_s, plain_torch_samples_per_s, ratio (project / plain).
+For each default model, the same network, prepared data, batch size, optimiser, schedule and
+gradient clipping run side by side in one process, alternating, after a warm-up epoch each.
+Prints one JSON line per model: model, project_samples_per_s, plain_torch_samples_per_s, ratio
+(project / plain).
 
     python bench/train_throughput.py [--epochs 5] [--repeats 3] [--accelerator cpu]
 """
@@ -66,6 +67,7 @@ def project(model: ModelConfig, root: Path, epochs: int, accelerator: str, preci
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        gradient_clip_val=model.gradient_clip,
         callbacks=[clock, _Collect()],
     )
     trainer.fit(build(model, data.meta), datamodule=data)
@@ -96,6 +98,8 @@ def plain(
                 loss = loss_fn(net(*inputs), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if model.gradient_clip:  # as Lightning's gradient_clip_val does (by norm)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), model.gradient_clip)
             optimizer.step()
             schedule.step()
         if device.type == "cuda":

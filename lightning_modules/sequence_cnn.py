@@ -88,7 +88,7 @@ class ConvNormReLU(nn.Module):
         return F.relu(self.norm(self.conv(x), mask))
 
 
-def _start(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_input(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T, C) → (N, C, T) with whatever follows each series' end zeroed, and the (N, 1, T)
     mask of valid steps."""
     steps = torch.arange(x.shape[1], device=x.device)
@@ -124,7 +124,7 @@ class FCN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x, mask = _start(x, lengths)
+        x, mask = masked_input(x, lengths)
         for block in self.blocks:
             x = block(x, mask)
         return self.head(_global_average(x, lengths))
@@ -202,7 +202,7 @@ class InceptionTime(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x, mask = _start(x, lengths)
+        x, mask = masked_input(x, lengths)
         block_input = x
         for d, block in enumerate(self.blocks):
             x = block(x, mask)

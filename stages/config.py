@@ -147,6 +147,12 @@ class RNNSpec(Section):
     bidirectional: bool = False
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     pooling: Literal["last", "mean"] = "last"
+    # The convolutional front-end (lightning_modules/rnn.py, as LSTM-FCN): `frontend` channels
+    # of convolution before the recurrent layer (0: none), and series shortened by a masked
+    # mean over windows to at most `max_steps` steps (0: never shortened).
+    frontend: Annotated[int, Field(ge=0, le=1024)] = 0
+    frontend_kernel: Annotated[int, Field(ge=1, le=64)] = 8
+    max_steps: Annotated[int, Field(ge=0)] = 0
 
 
 class FCNSpec(Section):
@@ -213,6 +219,12 @@ class ModelConfig(Section):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     scheduler: Literal["none", "cosine", "onecycle"] = "none"
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # Training length sized by the data: at least this many optimiser steps, so a small
+    # training split (one batch per epoch) still gets a whole schedule; the epochs are
+    # max(max_epochs, ceil(min_steps / batches per epoch)).
+    min_steps: Annotated[int, Field(ge=0)] = 0
+    # Lightning's gradient_clip_val (clipping of the gradients' global norm); null: none.
+    gradient_clip: Annotated[float, Field(gt=0.0)] | None = None
 
     @property
     def kind(self) -> Literal["image", "sequence"]:
@@ -246,6 +258,10 @@ class TrainerConfig(Section):
     deterministic: bool = True
     seed: int = 0
     patience: Annotated[int, Field(ge=1)] = 10
+    # A validation split smaller than this cannot pick an epoch (one series moves accuracy by
+    # more than a point): below it, every model trains its whole schedule and keeps the last
+    # weights, with validation still logged. 0: always early stopping and the best epoch.
+    min_val_for_selection: Annotated[int, Field(ge=0)] = 100
 
 
 class MlflowConfig(Section):

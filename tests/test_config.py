@@ -259,3 +259,58 @@ def test_every_arch_is_registered_with_its_section_defaults(arch):
 )
 def test_bad_sequence_cnn_sections_name_the_key(raw_params, model, expected):
     assert expected in _error(_with_model(raw_params, **model))
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda r: r["models"]["lstm"].update(min_steps=-1),
+            "models.lstm.min_steps: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda r: r["models"]["lstm"].update(min_steps="300"),
+            "models.lstm.min_steps: Input should be a valid integer",
+        ),
+        (
+            lambda r: r["models"]["lstm"].update(gradient_clip=0.0),
+            "models.lstm.gradient_clip: Input should be greater than 0",
+        ),
+        (
+            lambda r: r["models"]["lstm"]["rnn"].update(frontend=-8),
+            "models.lstm.rnn.frontend: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda r: r["models"]["lstm"]["rnn"].update(frontend_kernel=0),
+            "models.lstm.rnn.frontend_kernel: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda r: r["models"]["lstm"]["rnn"].update(max_steps=-1),
+            "models.lstm.rnn.max_steps: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda r: r["trainer"].update(min_val_for_selection=-1),
+            "trainer.min_val_for_selection: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda r: r["trainer"].update(min_val_for_selection=True),
+            "trainer.min_val_for_selection: Input should be a valid integer",
+        ),
+    ],
+)
+def test_bad_training_length_and_selection_params_name_the_key(raw_params, edit, expected):
+    raw = copy.deepcopy(raw_params)
+    edit(raw)
+    assert expected in _error(raw)
+
+
+def test_training_length_and_selection_params_parse(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["models"]["lstm"] |= {"min_steps": 0, "gradient_clip": 1}  # an int is a fine float
+    raw["models"]["lstm"]["rnn"] |= {"frontend": 0, "max_steps": 0}
+    raw["trainer"]["min_val_for_selection"] = 0
+    params = parse_params(raw)
+    lstm = params.models["lstm"]
+    assert lstm.gradient_clip == 1.0 and lstm.min_steps == 0
+    assert lstm.model_kwargs["frontend"] == lstm.model_kwargs["max_steps"] == 0
+    assert params.trainer.min_val_for_selection == 0

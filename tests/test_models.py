@@ -70,6 +70,18 @@ PADDING_CASES = (
         for bidirectional in (False, True)
         for pooling in ("last", "mean")
     ]
+    # The recurrent models' convolutional front-end: convolution and shortening (windows of
+    # 3 steps over the 11: partial last windows), shortening alone, convolution alone.
+    + [
+        (cell, {"frontend": 6, "frontend_kernel": kernel, "max_steps": 4, "pooling": pooling})
+        for cell in ("lstm", "gru")
+        for kernel in (3, 8)
+        for pooling in ("last", "mean")
+    ]
+    + [
+        ("gru", {"max_steps": 5, "bidirectional": True}),
+        ("lstm", {"frontend": 5, "frontend_kernel": 4}),
+    ]
     + [
         ("fcn", {"channels": (8, 16, 8), "kernel_sizes": (4, 6, 2)}),
         ("inception", {"depth": 4, "filters": 4, "kernel_size": 12, "bottleneck": 0}),
@@ -172,3 +184,19 @@ def test_one_epoch_through_the_classifier(name):
     assert torch.isfinite(trainer.callback_metrics["train_loss"])
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
     assert any(not torch.equal(before[k], v) for k, v in system.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("steps", "max_steps", "window"), [(150, 64, 3), (427, 64, 7), (29, 64, 1)]
+)
+def test_frontend_shortens_long_series_to_max_steps(steps, max_steps, window):
+    model = create_model("lstm", (steps, 1), 2, frontend=4, max_steps=max_steps)
+    assert model.frontend.window == window
+    x, lengths = model.frontend(torch.randn(2, steps, 1), torch.tensor([steps, 10]))
+    assert x.shape == (2, -(-steps // window), 4) and x.shape[1] <= max_steps
+    assert lengths.tolist() == [-(-steps // window), -(-10 // window)]
+    assert model.rnn.input_size == 4
+
+
+def test_no_frontend_by_default():
+    assert create_model("lstm", (500, 2), 3).frontend is None

@@ -49,16 +49,18 @@ def tiny_prepared(work: Path, kind: str, classes: tuple[str, ...] = ("a", "b", "
 def shrunk(name: str, **changes):
     """The real model config, shrunk to a couple of small epochs."""
     model = PARAMS.models[name]
-    return model.model_copy(update={"max_epochs": 3, "batch_size": 8} | changes)
+    return model.model_copy(update={"max_epochs": 3, "batch_size": 8, "min_steps": 0} | changes)
 
 
-def run_tiny(work: Path, name: str, callbacks=(), **changes) -> dict:
+def run_tiny(work: Path, name: str, callbacks=(), trainer_changes=None, **changes) -> dict:
     model = shrunk(name, **changes)
     prepared = tiny_prepared(work, model.kind)
     return train.run(
         name,
         model,
-        PARAMS.trainer.model_copy(update={"accelerator": "cpu", "devices": 1}),
+        PARAMS.trainer.model_copy(
+            update={"accelerator": "cpu", "devices": 1} | (trainer_changes or {})
+        ),
         prepared=prepared,
         out=work / "models" / name,
         metrics_file=work / "metrics" / f"{name}.json",
@@ -143,6 +145,63 @@ def test_mlflow_run_holds_params_metrics_and_tags(tmp_path):
     assert run.data.tags["git_commit"] == "abc123"
     assert run.data.tags["data_dvc_md5"] == "d41d8cd9.dir"
     assert run.data.tags["device"] == "cpu"
+
+
+def _val_history(work: Path, run_id: str, metric: str) -> list[float]:
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    return [
+        m.value for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n_val", "threshold", "expected"),
+    [
+        (8, 100, "last_epoch"),
+        (99, 100, "last_epoch"),
+        (100, 100, "best_val_loss"),
+        (6, 0, "best_val_loss"),
+    ],
+)
+def test_selection_rule_on_the_validation_size(n_val, threshold, expected):
+    trainer_cfg = PARAMS.trainer.model_copy(update={"min_val_for_selection": threshold})
+    assert train._selection(n_val, trainer_cfg) == expected
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "max_epochs", "min_steps", "epochs"),
+    [
+        (42, 64, 60, 300, 300),  # GunPoint: one batch an epoch
+        (170, 64, 60, 300, 100),  # OSULeaf: three
+        (229, 32, 60, 300, 60),  # JapaneseVowels' gru: 8 × 60 steps already
+        (42, 64, 60, 0, 60),
+    ],
+)
+def test_epochs_sized_by_the_data(n_train, batch_size, max_epochs, min_steps, epochs):
+    model = PARAMS.models["lstm"].model_copy(
+        update={"batch_size": batch_size, "max_epochs": max_epochs, "min_steps": min_steps}
+    )
+    assert train.epochs_for(model, n_train) == epochs
+
+
+def test_tiny_validation_trains_the_whole_schedule_and_keeps_the_last_weights(tmp_path):
+    """8 validation series (< trainer.min_val_for_selection): no early stopping, the last
+    weights, and the validation figures reported are the last epoch's."""
+    # 24 training series in batches of 8: 3 steps an epoch, so 12 steps need 4 epochs.
+    metrics = run_tiny(tmp_path, "lstm", min_steps=12, trainer_changes={"patience": 1})
+    assert metrics["selection"] == "last_epoch" and metrics["epochs"] == 4
+    run_id = metrics["mlflow_run_id"]
+    assert metrics["best_val_accuracy"] == _val_history(tmp_path, run_id, "val_acc")[-1]
+    assert metrics["best_val_loss"] == pytest.approx(_val_history(tmp_path, run_id, "val_loss")[-1])
+    module, _ = load_classifier(tmp_path / "models" / "lstm")
+    assert weights_sha256(module) == metrics["weights_sha256"]
+
+
+def test_large_enough_validation_keeps_the_best_epoch(tmp_path):
+    metrics = run_tiny(tmp_path, "lstm", trainer_changes={"min_val_for_selection": 0})
+    assert metrics["selection"] == "best_val_loss"
+    losses = _val_history(tmp_path, metrics["mlflow_run_id"], "val_loss")
+    assert metrics["best_val_loss"] == pytest.approx(min(losses))
 
 
 def kill_training(work: Path, epoch: int, streamed: bool = False) -> None:
