@@ -23,26 +23,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from suite.args import positive
 
 # `suite` is bench/suite: Python puts this script's folder first on sys.path.
 from suite.baselines import describe_and_score
 from suite.published import PUBLISHED
-from suite.repo import ROOT, copy_repo
+from suite.repo import ROOT, run_pipeline
 
 from stages.config import parse_params
 from stages.ingest import shipped_sktime_datasets
 
-BIN = Path(sys.executable).parent
 FIXTURES = {"UnitTest"}
 
 
@@ -75,57 +70,6 @@ def suite_params(
         "models": entries,
         "trainer": raw.get("trainer", {}) | {"seed": seed},
     }
-
-
-def run_pipeline(params: dict, models: list[str], seed: int) -> list[dict]:
-    """`dvc repro` of `params` in a fresh copy of the repository; one result per model."""
-    paths = parse_params(params).paths
-    (key,) = params["datasets"]
-    with tempfile.TemporaryDirectory(prefix="sequence_suite_") as tmp:
-        repo = copy_repo(Path(tmp) / "repo")
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        # git tracks the default models' metrics files: a stage that fails must leave none.
-        shutil.rmtree(repo / paths.metrics, ignore_errors=True)
-        env = os.environ | {
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
-        }
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "dvc", "repro", "--keep-going"],
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        print(f"  seed {seed}: dvc repro {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        results = []
-        for name in models:
-            # In stage order: the first output missing names the stage that failed.
-            outputs = {
-                "ingest": paths.raw / key,
-                "prepare": paths.prepared / key / "meta.json",
-                "train": paths.metrics / "train" / f"{name}.json",
-                "evaluate": paths.metrics / "eval" / f"{name}.json",
-            }
-            failed = next(
-                (stage for stage, out in outputs.items() if not (repo / out).exists()), None
-            )
-            if failed:
-                tail = (done.stdout + done.stderr)[-3000:]
-                results.append({"model": name, "seed": seed, "error": failed, "log_tail": tail})
-                continue
-            train = json.loads((repo / outputs["train"]).read_text())
-            test = json.loads((repo / outputs["evaluate"]).read_text())
-            results.append(
-                {
-                    "model": name,
-                    "seed": seed,
-                    "test_accuracy": test["test_accuracy"],
-                    "train_seconds": train["train_seconds"],
-                }
-            )
-        return results
 
 
 def spread(values: list[float], digits: int = 3) -> str:
@@ -173,13 +117,6 @@ def table(results: dict[str, dict], models: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def main() -> None:

@@ -20,23 +20,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lightning_modules.augment import image_augmentation
 from lightning_modules.data import PreparedDataModule
-from lightning_modules.system import Classifier
 from stages.config import ModelConfig, load_params
+from stages.train import build_classifier
 
 warnings.filterwarnings("ignore")
-
-
-def build(model: ModelConfig, meta: dict) -> Classifier:
-    return Classifier(
-        model.arch,
-        tuple(meta["input_shape"]),
-        len(meta["classes"]),
-        model.model_kwargs,
-        lr=model.lr,
-        weight_decay=model.weight_decay,
-        scheduler=model.scheduler,
-    )
 
 
 class _Clock(L.Callback):
@@ -70,7 +59,7 @@ def project(model: ModelConfig, root: Path, epochs: int, accelerator: str, preci
         gradient_clip_val=model.gradient_clip,
         callbacks=[clock, _Collect()],
     )
-    trainer.fit(build(model, data.meta), datamodule=data)
+    trainer.fit(build_classifier(model, data.meta), datamodule=data)
     n = data.meta["counts"]["train"]["total"]
     return n * epochs / sum(seconds[1:])  # the first epoch is the warm-up
 
@@ -81,7 +70,9 @@ def plain(
     """Samples/s of a bare loop: same net, tensors on the device, AdamW and the same schedule."""
     data = PreparedDataModule(root, batch_size=model.batch_size)
     batches = data.loader("train", shuffle=True, device=device)
-    net = build(model, data.meta).to(device)
+    net = build_classifier(model, data.meta).to(device)
+    # The same kornia augmentation as the project's training step, when the model has one.
+    augment = image_augmentation(**model.augment.model_dump()) if model.augment else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=model.lr, weight_decay=model.weight_decay)
     steps = (epochs + 1) * len(batches)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=model.lr, total_steps=steps)
@@ -94,6 +85,8 @@ def plain(
             torch.cuda.synchronize()
         start = time.perf_counter()
         for *inputs, y in batches:
+            if augment is not None:
+                inputs[0] = augment(inputs[0])
             with autocast:
                 loss = loss_fn(net(*inputs), y)
             optimizer.zero_grad(set_to_none=True)

@@ -90,7 +90,9 @@ class ConvNormReLU(nn.Module):
 
 def masked_input(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T, C) → (N, C, T) with whatever follows each series' end zeroed, and the (N, 1, T)
-    mask of valid steps."""
+    mask of valid steps. Steps after the batch's longest series are cut: they change nothing
+    and cost as much as valid ones (PLAID's series of 100–1344 steps are padded to 1344)."""
+    x = x[:, : int(lengths.max())]
     steps = torch.arange(x.shape[1], device=x.device)
     mask = (steps < lengths.to(x.device)[:, None])[:, None, :]
     return x.transpose(1, 2).masked_fill(~mask, 0.0), mask

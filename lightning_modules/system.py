@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lightning_modules.augment import image_augmentation
 from lightning_modules.registry import create_model
 
 
@@ -32,6 +33,7 @@ class Classifier(L.LightningModule):
         weight_decay: float = 0.0,
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         label_smoothing: float = 0.0,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Everything needed to rebuild the module goes into the checkpoint; the logger gets the
@@ -40,6 +42,9 @@ class Classifier(L.LightningModule):
         self.net = create_model(model, tuple(input_shape), num_classes, **(model_kwargs or {}))
         self.sequence = len(input_shape) == 2
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Built when training starts (lightning_modules/augment.py), so that a model loaded
+        # to predict needs no augmentation library.
+        self.augment: nn.Module | None = None
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         metric_types = {
@@ -57,8 +62,14 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths) if self.sequence else self.net(x)
 
+    def on_fit_start(self) -> None:
+        if self.hparams.augment and self.augment is None:
+            self.augment = image_augmentation(**self.hparams.augment)
+
     def _step(self, batch: tuple[torch.Tensor, ...], split: str) -> torch.Tensor:
         *inputs, y = batch
+        if split == "train" and self.augment is not None:
+            inputs[0] = self.augment(inputs[0])
         logits = self(*inputs)
         loss = self.loss(logits, y)
         preds = logits.argmax(dim=1)
@@ -82,6 +93,9 @@ class Classifier(L.LightningModule):
             raise NonFiniteLossError(
                 f"training loss is {mean.item()} at epoch {self.current_epoch}"
             )
+        # The epoch is the logged step (Lightning takes a logged `step` as the logger's step), so
+        # the curves of models with other batch sizes line up epoch by epoch.
+        self.log("step", float(self.current_epoch))
         self.log(f"{split}_loss", mean, sync_dist=True)
         for name in self.METRICS[split]:
             metric = self.metrics[f"{split}_{name}"]

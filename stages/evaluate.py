@@ -4,10 +4,12 @@ Reads `models.<model>` and `mlflow` of params.yaml, `<paths.models>/<model>/`,
 `<paths.prepared>/<dataset>/` and `<paths.metrics>/train/<model>.json` (for the MLflow run).
 Writes `<paths.metrics>/eval/<model>.json` (a DVC metric), `<model>_confusion.csv`
 (actual/predicted per test example, a DVC plot) and `<model>_confusion.png`. Logs the same
-metrics and the PNG to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
-that takes raw input. Beside the model's, the scores of simple baselines on the same test split
-(stages/baselines.py). The three files replace the old ones together, once the logging has
-succeeded; a failure leaves the old ones and ends the run FAILED.
+metrics and the PNG (as `evaluation/confusion.png` in every run, so MLflow's compare view shows
+them side by side) to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
+that takes raw input, named after the model and holding the test metrics. Beside the model's,
+the scores of simple baselines on the same test split (stages/baselines.py). The three files
+replace the old ones together, once the logging has succeeded; a failure leaves the old ones and
+ends the run FAILED.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import csv
 import hashlib
 import json
 import re
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,19 +45,20 @@ from stages.tracking import connect, redact, tracking_uri
 
 # What metric_keys replaces in a class name.
 UNSAFE_IN_METRIC_NAMES = re.compile(r"[^\w.\- ]")
+CONFUSION_ARTIFACT = "confusion.png"  # one name in every run: the compare view pairs them
 
 
 def _timed_logits(module: torch.nn.Module, arrays: tuple[np.ndarray, ...], batch_size: int):
-    """Logits of the whole split, and the seconds each batch took (after one warm-up batch)."""
+    """Logits of the whole split, and (seconds, size) of each batch (after one warm-up batch)."""
     tensors = [torch.from_numpy(np.array(a)) for a in arrays]
     with torch.inference_mode():
         module(*(t[:batch_size] for t in tensors))
-        logits, seconds = [], []
+        logits, batches = [], []
         for start in range(0, len(tensors[0]), batch_size):
             began = time.perf_counter()
             logits.append(module(*(t[start : start + batch_size] for t in tensors)).float())
-            seconds.append(time.perf_counter() - began)
-    return torch.cat(logits), seconds
+            batches.append((time.perf_counter() - began, len(logits[-1])))
+    return torch.cat(logits), batches
 
 
 def run(
@@ -67,7 +72,7 @@ def run(
     mlflow_cfg: MlflowConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate model `name` on the test split; write `out_dir/<name>*`; log to MLflow."""
-    run_id = _run_id(train_metrics)
+    run_id, kept_epoch = _training_run(train_metrics)
     if not (model_dir / "model.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model; run `dvc repro train@{name}` first")
     meta = read_meta(prepared)
@@ -90,16 +95,20 @@ def run(
             f"{train_metrics}: MLflow run {run_id} does not exist in {redact(mlflow_uri)}"
         ) from None
     *inputs, y = load_split(prepared, "test")
-    logits, seconds = _timed_logits(module, tuple(inputs), model.batch_size)
+    logits, batches = _timed_logits(module, tuple(inputs), model.batch_size)
     y, pred = np.array(y), logits.argmax(dim=1).numpy()
+    # Latency per sample at one stated batch size (the last, partial batch left out), so
+    # models evaluated in other batch sizes compare.
+    batch_size = min(model.batch_size, len(y))
+    per_sample = [seconds / n for seconds, n in batches if n == batch_size]
     metrics = classification_metrics(y, pred, meta["classes"])
     metrics |= {
         "test_loss": float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))),
         "mlflow_run_id": run_id,
         "test_fingerprint": meta["test_fingerprint"],
-        "inference_samples_per_second": round(len(y) / sum(seconds), 1),
-        "latency_ms_per_batch": round(1000 * statistics.median(seconds), 3),
-        "inference_batch_size": model.batch_size,
+        "inference_samples_per_second": round(len(y) / sum(s for s, _ in batches), 1),
+        "latency_ms_per_sample": round(1000 * statistics.median(per_sample), 4),
+        "inference_batch_size": batch_size,
         "baselines": baseline_metrics(prepared, meta["classes"]),
     }
     names = (f"{name}.json", f"{name}_confusion.csv", f"{name}_confusion.png")
@@ -112,30 +121,50 @@ def run(
         atomic_outputs(*(out_dir / n for n in names)) as (json_tmp, table, picture),
     ):
         _write_plots(metrics, y, pred, meta["classes"], table, picture)
-        info = log_pyfunc(model_dir, prepared / "meta.json", raw_from_prepared(prepared, meta)[:2])
+        # Logged at the kept epoch, so the logged model also holds the kept weights' training
+        # and validation figures (MLflow attaches the run's metrics at the model's step).
+        example = raw_from_prepared(prepared, meta)[:2]
+        info = log_pyfunc(name, model_dir, prepared / "meta.json", example, step=kept_epoch)
         metrics |= {"mlflow_model_uri": info.model_uri, "mlflow_model_id": info.model_id}
-        _log_metrics(client, run_id, metrics)
-        client.log_artifact(run_id, str(picture), artifact_path="evaluation")
+        _log_metrics(client, run_id, metrics, kept_epoch)
+        _log_picture(client, run_id, picture)
         json_tmp.write_text(json_text(metrics))
     return metrics
 
 
-def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any]) -> None:
-    """The scalar metrics, the baselines' and the recall of each class, in one request."""
-    flat = {
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    """The scalar metrics and the precision and recall of each class, which the logged model
+    holds too, and the baselines', in one request."""
+    own = {
         k: v
         for k, v in metrics.items()
         if k.startswith(("test_", "inference_", "latency")) and isinstance(v, float | int)
     }
-    flat |= {
+    keys = metric_keys(list(metrics["per_class"]))
+    own |= {
+        f"test_{score}_{keys[c]}": v[score]
+        for c, v in metrics["per_class"].items()
+        for score in ("precision", "recall")
+    }
+    baselines = {
         f"baseline_{baseline}_{k}": v
         for baseline, scores in metrics["baselines"].items()
         for k, v in scores.items()
     }
-    keys = metric_keys(list(metrics["per_class"]))
-    flat |= {f"test_recall_{keys[c]}": v["recall"] for c, v in metrics["per_class"].items()}
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in flat.items()])
+    now, model_id = int(time.time() * 1000), metrics["mlflow_model_id"]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, step, model_id=model_id) for k, v in own.items()]
+        + [Metric(k, float(v), now, step) for k, v in baselines.items()],
+    )
+
+
+def _log_picture(client: MlflowClient, run_id: str, picture: Path) -> None:
+    """The confusion matrix as `evaluation/confusion.png` (the DVC plot keeps its own name)."""
+    with tempfile.TemporaryDirectory() as folder:
+        logged = Path(folder) / CONFUSION_ARTIFACT
+        shutil.copyfile(picture, logged)
+        client.log_artifact(run_id, str(logged), artifact_path="evaluation")
 
 
 def metric_keys(classes: list[str]) -> dict[str, str]:
@@ -157,13 +186,15 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _run_id(train_metrics: Path) -> str:
+def _training_run(train_metrics: Path) -> tuple[str, int]:
+    """The MLflow run of the training and the epoch of the weights it kept."""
     if not train_metrics.is_file():
         raise PipelineError(f"{train_metrics}: missing; the model has no training run")
-    run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id")
-    if not run_id:
-        raise PipelineError(f"{train_metrics}: no mlflow_run_id; re-run its train stage")
-    return run_id
+    training = json.loads(train_metrics.read_text())
+    for key in ("mlflow_run_id", "kept_epoch"):
+        if training.get(key) in (None, ""):
+            raise PipelineError(f"{train_metrics}: no {key}; re-run its train stage")
+    return training["mlflow_run_id"], training["kept_epoch"]
 
 
 def _write_plots(

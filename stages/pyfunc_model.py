@@ -115,12 +115,16 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
 
 
-def log_pyfunc(model_dir: Path, meta_file: Path, input_example: np.ndarray) -> Any:
-    """Log the pyfunc model into the active MLflow run; returns MLflow's ModelInfo."""
+def log_pyfunc(
+    name: str, model_dir: Path, meta_file: Path, input_example: np.ndarray, step: int
+) -> Any:
+    """Log the pyfunc model, named `name`, into the active MLflow run at `step`; returns
+    MLflow's ModelInfo."""
     meta = json.loads(meta_file.read_text())
     root = Path(__file__).resolve().parent.parent
     return mlflow.pyfunc.log_model(
-        name="model",
+        name=name,
+        step=step,
         python_model=str(CODE_FILE),
         artifacts={"model": str(model_dir), "meta": str(meta_file)},
         code_paths=[str(root / "stages"), str(root / "lightning_modules")],

@@ -11,12 +11,14 @@ on the same test set by at least `register.min_delta`; otherwise it is `rejected
 baselines) or the champion is kept. A version measured on another test set is measured again
 on the current one first. An alias moves only after its version is READY. Each version is
 decided exactly once: the decision is a tag on the version, written after the aliases moved,
-and any version without one (its registration was interrupted) is decided by the next run.
+and any version without one (its registration was interrupted) is decided by the next run. The
+reason is the version's description too, and each version is linked to its logged model.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from lightning_modules.data import read_meta
 from stages.atomic import write_json
@@ -38,6 +41,7 @@ from stages.tracking import connect, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 DECISION, REASON = "decision", "decision_reason"  # version tags: decided once, then kept
+LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")  # models:/<model_id>
 
 
 def registered_name(dataset: str) -> str:
@@ -91,6 +95,8 @@ def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict
     decided_now = set()
     for version in sorted(undecided, key=lambda v: int(v.version)):
         decision = _decide(client, name, version, meta, prepared, cfg, floor)
+        description = f"{decision['action']}: {decision['reason']}"
+        client.update_model_version(name, version.version, description=description)
         client.set_model_version_tag(name, version.version, REASON, decision["reason"])
         client.set_model_version_tag(name, version.version, DECISION, decision["action"])
         decided_now.add(str(version.version))
@@ -122,11 +128,18 @@ def _register_dataset(client, dataset, evaluations, meta, prepared, cfg) -> dict
 
 
 def _version_for(client, name, model, evaluation) -> ModelVersion:
-    """The version of this training run, created (and awaited until READY) if there is none."""
+    """The version of this training run, created from its logged model (`models:/<model_id>`)
+    and awaited until READY if there is none, and linked to that logged model."""
     run_id = evaluation["mlflow_run_id"]
     found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    if found:
-        return _await_ready(client, name, found[0].version)
+    created = found[0] if found else _create_version(client, name, model, evaluation)
+    version = _await_ready(client, name, created.version)
+    _link_logged_model(client, version)
+    return version
+
+
+def _create_version(client, name, model, evaluation) -> ModelVersion:
+    run_id = evaluation["mlflow_run_id"]
     run = client.get_run(run_id)
     tags = {
         "model": model,
@@ -136,14 +149,30 @@ def _version_for(client, name, model, evaluation) -> ModelVersion:
         "git_commit": run.data.tags.get("git_commit", "unknown"),
         "data_hash": run.data.tags.get("data_dvc_md5", "unknown"),
     }
-    version = client.create_model_version(
+    return client.create_model_version(
         name,
         evaluation["mlflow_model_uri"],
         run_id=run_id,
         tags=tags,
         model_id=evaluation.get("mlflow_model_id"),
     )
-    return _await_ready(client, name, version.version)
+
+
+def _link_logged_model(client, version: ModelVersion) -> None:
+    """List `version` in its logged model's `mlflow.modelVersions` tag, as mlflow.register_model
+    does (mlflow/tracking/_model_registry/fluent.py): the UI's logged-model page shows a model as
+    registered by that tag, and the version page finds its logged model from the source URI.
+    Idempotent, so a registration interrupted before the link is linked by the next run."""
+    source = LOGGED_MODEL_URI.match(version.source or "")
+    if source is None:  # a version registered by hand from files: no logged model to link
+        return
+    model_id = source.group(1)
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    entry = {"name": version.name, "version": int(version.version)}
+    if entry not in listed:
+        client.set_logged_model_tags(
+            model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed + [entry])}
+        )
 
 
 def _await_ready(client, name, version, timeout=300.0) -> ModelVersion:

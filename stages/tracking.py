@@ -48,13 +48,15 @@ def _default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def artifact_location(uri: str, root: Path = REPO_ROOT) -> str | None:
-    """Where new experiments of the default store keep artifacts: `<root>/mlruns`, absolute.
-
-    (MLflow would resolve its default against the working directory.) A server decides for
-    itself: None.
-    """
-    return str(root / "mlruns") if uri == _default_uri(root) else None
+def artifact_location(uri: str) -> str | None:
+    """Where new experiments of a SQLite store keep artifacts: `mlruns` beside the database
+    file (for the default store, `<repo>/mlruns`). MLflow would resolve its default against the
+    working directory, scattering artifacts wherever a stage or test happened to run. A server
+    decides for itself: None."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return str(Path(uri.removeprefix(prefix)).parent / "mlruns")
 
 
 def connect(uri: str, cfg: MlflowConfig) -> MlflowClient:
@@ -110,30 +112,41 @@ def _wait_for_server(uri: str, cfg: MlflowConfig) -> None:
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside git."""
+    """HEAD's commit, with `-dirty` when code or params differ from it; `unknown` outside git.
+
+    What the pipeline itself writes is left out: dvc.lock and the outputs it lists (the metrics
+    files git tracks), which every run rewrites before the next training starts.
+    """
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head, top = _git(root, "rev-parse", "HEAD", "--show-toplevel").splitlines()
+        status = _git(root, "status", "--porcelain", "-z", "--untracked-files=no", "--no-renames")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    written = [root.resolve() / path for path in ("dvc.lock", *_locked_outs(root))]
+    changed = [Path(top) / entry[3:] for entry in status.split("\0") if entry]
+    dirty = any(not any(p == w or w in p.parents for w in written) for p in changed)
     return f"{head}-dirty" if dirty else head
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _lock_stages(root: Path) -> dict[str, Any]:
+    lock = root / "dvc.lock"
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+
+
+def _locked_outs(root: Path) -> list[str]:
+    """Every output path dvc.lock records, relative to `root`."""
+    return [out["path"] for stage in _lock_stages(root).values() for out in stage.get("outs", [])]
 
 
 def dvc_out_hash(stage: str, root: Path = REPO_ROOT) -> str:
     """The md5 that dvc.lock records for `stage`'s first output; `unknown` when not locked yet."""
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return "unknown"
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    outs = stages.get(stage, {}).get("outs") or [{}]
+    outs = _lock_stages(root).get(stage, {}).get("outs") or [{}]
     return str(outs[0].get("md5", "unknown"))
 
 

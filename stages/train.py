@@ -32,7 +32,6 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import save_classifier, weights_sha256
@@ -40,14 +39,8 @@ from lightning_modules.system import Classifier, NonFiniteLossError
 from stages.atomic import atomic_outputs, json_text, write_json
 from stages.config import MlflowConfig, ModelConfig, TrainerConfig, load_params
 from stages.errors import PipelineError, cli, item_name
-from stages.tracking import (
-    artifact_location,
-    connect,
-    dvc_out_hash,
-    flatten,
-    git_commit,
-    tracking_uri,
-)
+from stages.run_record import ensure_experiment, log_training_data, run_params
+from stages.tracking import artifact_location, connect, dvc_out_hash, git_commit, tracking_uri
 
 RUN_FILE = "run.json"  # beside the weights/ folder of Lightning's checkpoints
 
@@ -94,19 +87,10 @@ def run(
         )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
-    system = Classifier(
-        model=model.arch,
-        input_shape=tuple(data.meta["input_shape"]),
-        num_classes=len(data.meta["classes"]),
-        model_kwargs=model.model_kwargs,
-        lr=model.lr,
-        weight_decay=model.weight_decay,
-        scheduler=model.scheduler,
-        label_smoothing=model.label_smoothing,
-    )
+    system = build_classifier(model, data.meta)
     # An unreachable tracking server fails here, before any training.
     client = connect(mlflow_uri, mlflow_cfg or MlflowConfig())
-    _ensure_experiment(client, model.dataset, artifact_location(mlflow_uri))
+    ensure_experiment(client, model.dataset, artifact_location(mlflow_uri), data.meta)
     fingerprint = _fingerprint(model, trainer_cfg, data.meta)
     resume = _resumable(checkpoints, fingerprint)
     logger = MLFlowLogger(
@@ -122,10 +106,6 @@ def run(
             write_json(
                 checkpoints / RUN_FILE, {"fingerprint": fingerprint, "mlflow_run_id": run_id}
             )
-        logger.log_hyperparams(
-            flatten({"model": model.model_dump(), "trainer": trainer_cfg.model_dump()})
-            | {"dataset": model.dataset, "n_train": data.meta["counts"]["train"]["total"]}
-        )
         best = ModelCheckpoint(
             dirpath=checkpoints / "weights", filename="best", monitor="val_loss", save_last=True
         )
@@ -157,6 +137,10 @@ def run(
             enable_model_summary=False,
             log_every_n_steps=1,
         )
+        if rank_zero_only.rank == 0 and not resume:  # a resumed run has them from its start
+            logger.log_hyperparams(run_params(model, trainer_cfg, trainer, data.meta))
+            data_hash = tags.get("data_dvc_md5", "unknown")
+            log_training_data(client, run_id, model.dataset, data_hash, prepared, data.meta)
         try:
             trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
         except NonFiniteLossError as exc:
@@ -169,7 +153,7 @@ def run(
             best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             system.load_state_dict(best_state["state_dict"])
         # else the weights in memory are the last epoch's, resumed or not
-        kept = _kept_step(client, run_id, selection)
+        kept = _kept_epoch(client, run_id, selection)
         digest = weights_sha256(system)
         metrics = {
             "mlflow_run_id": run_id,
@@ -177,6 +161,7 @@ def run(
             # The validation figures of the kept weights (the last epoch's under `last_epoch`).
             "best_val_loss": _at_epoch(client, run_id, "val_loss", kept),
             "best_val_accuracy": _at_epoch(client, run_id, "val_acc", kept),
+            "kept_epoch": kept,  # evaluate logs the model at this step, beside these figures
             "epochs": trainer.current_epoch,
             "resumed_at_epoch": resume.get("epoch"),
             "train_seconds": round(throughput.seconds, 3),
@@ -194,7 +179,7 @@ def run(
             metrics_tmp.write_text(json_text(metrics))
             for key in ("device", "weights_sha256"):
                 client.set_tag(run_id, key, metrics[key])
-            client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"])
+            client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"], step=kept)
         shutil.rmtree(checkpoints, ignore_errors=True)
         return metrics
 
@@ -215,17 +200,6 @@ def _ends_failed_on_error(client: MlflowClient, run_id: str | None) -> Iterator[
         raise
 
 
-def _ensure_experiment(client: Any, name: str, location: str | None) -> None:
-    """Create the dataset's experiment unless it exists; two trainings of one dataset may race
-    to create it when the flow runs them side by side."""
-    if client.get_experiment_by_name(name) is None:
-        try:
-            client.create_experiment(name, artifact_location=location)
-        except MlflowException:
-            if client.get_experiment_by_name(name) is None:
-                raise
-
-
 SELECT_BEST, SELECT_LAST = "best_val_loss", "last_epoch"
 
 
@@ -238,6 +212,21 @@ def _selection(n_val: int, cfg: TrainerConfig) -> str:
     return SELECT_LAST if n_val < cfg.min_val_for_selection else SELECT_BEST
 
 
+def build_classifier(model: ModelConfig, meta: dict) -> Classifier:
+    """The LightningModule of `model` for the prepared data described by `meta`."""
+    return Classifier(
+        model=model.arch,
+        input_shape=tuple(meta["input_shape"]),
+        num_classes=len(meta["classes"]),
+        model_kwargs=model.model_kwargs,
+        lr=model.lr,
+        weight_decay=model.weight_decay,
+        scheduler=model.scheduler,
+        label_smoothing=model.label_smoothing,
+        augment=model.augment.model_dump() if model.augment else None,
+    )
+
+
 def epochs_for(model: ModelConfig, n_train: int) -> int:
     """max_epochs, or more when that gives fewer than `min_steps` optimiser steps (batches per
     epoch counted on one device): 42 training series in batches of 64 are one step an epoch."""
@@ -245,19 +234,19 @@ def epochs_for(model: ModelConfig, n_train: int) -> int:
     return max(model.max_epochs, math.ceil(model.min_steps / batches))
 
 
-def _kept_step(client: Any, run_id: str, selection: str) -> int:
-    """The logged step of the kept weights' validation: the lowest val_loss, or the last one,
-    from the run's history (resumes included)."""
+def _kept_epoch(client: Any, run_id: str, selection: str) -> int:
+    """The epoch of the kept weights (the step its validation is logged at): the lowest
+    val_loss, or the last one, from the run's history (resumes included)."""
     losses = client.get_metric_history(run_id, "val_loss")
     if selection == SELECT_BEST:
         return min(losses, key=lambda m: m.value).step
     return max(m.step for m in losses)
 
 
-def _at_epoch(client: Any, run_id: str, metric: str, step: int) -> float:
-    """`metric` logged at `step` (the global step at that epoch's end), from the history."""
+def _at_epoch(client: Any, run_id: str, metric: str, epoch: int) -> float:
+    """`metric` logged at `epoch` (its step), from the run's history."""
     values = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
-    return float(values[step])
+    return float(values[epoch])
 
 
 def _default_precision(cfg: TrainerConfig) -> str:

@@ -4,6 +4,7 @@ import csv
 import errno
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
@@ -75,10 +76,13 @@ def test_writes_metrics_and_plots(evaluated):
             "n_test",
             "mlflow_run_id",
             "inference_samples_per_second",
-            "latency_ms_per_batch",
+            "latency_ms_per_sample",
             "mlflow_model_uri",
         ):
             assert key in metrics, key
+        # Per sample, at a batch size the evaluation states (no larger than the test split).
+        assert metrics["inference_batch_size"] == min(8, metrics["n_test"])
+        assert "latency_ms_per_batch" not in metrics
         with (work / "eval" / f"{name}_confusion.csv").open(newline="") as f:
             rows = list(csv.reader(f))
         assert rows[0] == ["actual", "predicted"] and len(rows) == 1 + metrics["n_test"]
@@ -94,12 +98,40 @@ def test_logs_to_the_training_run(evaluated):
     run = client.get_run(results["cnn"]["mlflow_run_id"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(results["cnn"]["test_accuracy"])
     assert "test_loss" in run.data.metrics and "test_macro_f1" in run.data.metrics
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
-    assert artifacts == ["evaluation/cnn_confusion.png"]
+    assert run.data.metrics["latency_ms_per_sample"] == results["cnn"]["latency_ms_per_sample"]
     experiment = client.get_experiment(run.info.experiment_id)
     assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run
-    logged = mlflow.get_logged_model(results["cnn"]["mlflow_model_id"])
+    logged = client.get_logged_model(results["cnn"]["mlflow_model_id"])
     assert logged.source_run_id == run.info.run_id
+
+
+def test_every_run_logs_the_confusion_matrix_under_one_name(evaluated, tmp_path):
+    """MLflow's compare view shows artifacts of the same name side by side."""
+    work, results = evaluated
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    for name, metrics in results.items():
+        artifacts = [a.path for a in client.list_artifacts(metrics["mlflow_run_id"], "evaluation")]
+        assert artifacts == ["evaluation/confusion.png"], name
+        logged = client.download_artifacts(metrics["mlflow_run_id"], artifacts[0], str(tmp_path))
+        assert Path(logged).read_bytes() == (work / "eval" / f"{name}_confusion.png").read_bytes()
+
+
+def test_the_logged_model_is_named_after_the_model_and_holds_its_metrics(evaluated):
+    work, results = evaluated
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    for name, metrics in results.items():
+        logged = client.get_logged_model(metrics["mlflow_model_id"])
+        assert logged.name == name
+        held = {m.key: m for m in logged.metrics}
+        expected = {k: metrics[k] for k in ("test_accuracy", "test_macro_f1", "test_loss")}
+        expected["test_precision_a"] = metrics["per_class"]["a"]["precision"]
+        for key, value in expected.items():
+            assert held[key].value == pytest.approx(value), key
+        assert not any(key.startswith("baseline_") for key in held)  # the baselines' own
+        # Logged at the kept epoch: the kept weights' validation figures too.
+        training = json.loads((work / "metrics" / f"{name}.json").read_text())
+        assert held["val_acc"].step == training["kept_epoch"]
+        assert held["val_acc"].value == training["best_val_accuracy"]
 
 
 def test_class_names_mlflow_refuses_become_distinct_metric_names(evaluated):
@@ -108,9 +140,10 @@ def test_class_names_mlflow_refuses_become_distinct_metric_names(evaluated):
     run = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(
         results["cnn"]["mlflow_run_id"]
     )
-    recalls = {k: v for k, v in run.data.metrics.items() if k.startswith("test_recall_")}
-    assert len(recalls) == len(ODD_CLASSES)
-    assert recalls["test_recall_a"] == results["cnn"]["per_class"]["a"]["recall"]
+    for score in ("precision", "recall"):
+        logged = {k: v for k, v in run.data.metrics.items() if k.startswith(f"test_{score}_")}
+        assert len(logged) == len(ODD_CLASSES), score
+        assert logged[f"test_{score}_a"] == results["cnn"]["per_class"]["a"][score]
     keys = evaluate.metric_keys(list(ODD_CLASSES))
     assert keys == evaluate.metric_keys(list(reversed(ODD_CLASSES)))  # not order-dependent
     assert keys["big, dog"].startswith("big_ dog-") and keys["a"] == "a"
@@ -162,11 +195,15 @@ def test_model_of_another_dataset_is_refused(evaluated, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_metrics_file_without_run_id(evaluated, tmp_path):
+@pytest.mark.parametrize(
+    ("training", "missing"),
+    [({"best_val_accuracy": 1.0}, "mlflow_run_id"), ({"mlflow_run_id": "0" * 32}, "kept_epoch")],
+)
+def test_metrics_file_without_run_id_or_kept_epoch(evaluated, tmp_path, training, missing):
     work, _ = evaluated
     bad = tmp_path / "cnn.json"
-    bad.write_text(json.dumps({"best_val_accuracy": 1.0}))
-    with pytest.raises(PipelineError, match="cnn.json: no mlflow_run_id"):
+    bad.write_text(json.dumps(training))
+    with pytest.raises(PipelineError, match=f"cnn.json: no {missing}; re-run its train stage"):
         evaluate.run(
             "cnn",
             PARAMS.models["cnn"],

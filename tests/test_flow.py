@@ -15,18 +15,14 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.pipeline import pipeline
+from stages.config import load_params
+from tests.conftest import REPO
 
+PARAMS = load_params(REPO / "params.yaml")
+SEQUENCE_MODELS = sorted(n for n, m in PARAMS.models.items() if m.dataset == "japanese_vowels")
 STAGES = [
-    "ingest@digits",
-    "ingest@japanese_vowels",
-    "prepare@digits",
-    "prepare@japanese_vowels",
-    "train@cnn",
-    "train@gru",
-    "train@lstm",
-    "evaluate@cnn",
-    "evaluate@gru",
-    "evaluate@lstm",
+    *(f"{stage}@{d}" for stage in ("ingest", "prepare") for d in sorted(PARAMS.datasets)),
+    *(f"{stage}@{m}" for stage in ("train", "evaluate") for m in sorted(PARAMS.models)),
     "register",
 ]
 
@@ -87,7 +83,7 @@ def test_artifacts_hold_the_metrics_and_decisions(flow_repo):
     root, state = flow_repo
     found = artifacts(state)
     rows = json.loads(found["model-metrics"])
-    assert sorted(r["model"] for r in rows) == ["cnn", "gru", "lstm"]
+    assert sorted(r["model"] for r in rows) == sorted(PARAMS.models)
     for row in rows:
         evaluation = json.loads((root / "metrics/eval" / f"{row['model']}.json").read_text())
         assert row["test_accuracy"] == evaluation["test_accuracy"]
@@ -118,7 +114,8 @@ def test_failing_stage_stops_its_downstream(flow_repo):
     message = str(state.result(raise_on_failure=False))
     assert message.startswith("prepare@japanese_vowels: ")
     assert "params say sequence.channels: 13" in message.splitlines()[0]
-    assert "not run: evaluate@gru, evaluate@lstm, register, train@gru, train@lstm" in message
+    downstream = [f"{stage}@{m}" for stage in ("evaluate", "train") for m in SEQUENCE_MODELS]
+    assert f"not run: {', '.join(sorted([*downstream, 'register']))}" in message
     runs = task_runs(state)
     assert runs["prepare@japanese_vowels"].run_count == 1  # bad input is never retried
     assert "train@lstm" not in runs and "register" not in runs

@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from stages.config import MlflowConfig
 from stages.errors import TransientError
-from stages.tracking import connect, redact, tracking_uri
+from stages.tracking import artifact_location, connect, redact, tracking_uri
 from tests.conftest import copy_repo, shrink_params
 from tests.servers import BIN, free_port, mlflow_server
 
@@ -67,7 +68,8 @@ def test_the_whole_pipeline_against_a_tracking_server(tmp_path):
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()], max_results=50
         )
-        assert sorted(r.data.tags["model"] for r in runs) == ["cnn", "gru", "lstm"]
+        models = yaml.safe_load((root / "params.yaml").read_text())["models"]
+        assert sorted(r.data.tags["model"] for r in runs) == sorted(models)
         assert all(r.info.status == "FINISHED" for r in runs)
         # The champion loads and predicts in a fresh process, through the server alone.
         script = (
@@ -85,3 +87,10 @@ def test_the_whole_pipeline_against_a_tracking_server(tmp_path):
         )
         assert loaded.returncode == 0, loaded.stderr[-3000:]
         assert loaded.stdout.split()[-1] == "3"
+
+
+def test_artifacts_of_a_sqlite_store_lie_beside_its_database(tmp_path):
+    assert artifact_location(f"sqlite:///{tmp_path}/store/mlflow.db") == str(
+        tmp_path / "store" / "mlruns"
+    )
+    assert artifact_location("http://127.0.0.1:5000") is None  # a server decides

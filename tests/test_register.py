@@ -80,7 +80,29 @@ def test_first_version_becomes_champion_and_registering_twice_adds_nothing(store
     assert tags["model"] == "gru0" and tags["git_commit"] == "abc123"
     assert tags["data_hash"] == "d41d8cd9.dir" and float(tags["test_accuracy"]) >= 0
     assert (tags["decision"], tags["decision_reason"]) == ("promoted", "no champion yet")
+    assert versions[0].description == "promoted: no champion yet"
     assert json.loads((tmp / "registry.json").read_text())["seq"]["champion_version"] == "1"
+
+
+def test_each_version_is_linked_to_its_logged_model(store):
+    """The version's source is the logged model (the UI's version page links it), and the
+    logged model lists the version (the UI's logged-model page then says Registered)."""
+    _, tmp, client = store
+    _register(store, ["eval_0.json", "eval_1.json"])
+    for number, name in ((1, "eval_0.json"), (2, "eval_1.json")):
+        model_id = json.loads((tmp / name).read_text())["mlflow_model_id"]
+        assert client.get_model_version("seq-classifier", str(number)).source == (
+            f"models:/{model_id}"
+        )
+        listed = client.get_logged_model(model_id).tags["mlflow.modelVersions"]
+        assert json.loads(listed) == [{"name": "seq-classifier", "version": number}]
+    # A link lost (the registration was interrupted before it) is made by the next run, once.
+    model_id = json.loads((tmp / "eval_0.json").read_text())["mlflow_model_id"]
+    client.delete_logged_model_tag(model_id, "mlflow.modelVersions")
+    _register(store, ["eval_0.json", "eval_1.json"])
+    _register(store, ["eval_0.json", "eval_1.json"])
+    listed = client.get_logged_model(model_id).tags["mlflow.modelVersions"]
+    assert json.loads(listed) == [{"name": "seq-classifier", "version": 1}]
 
 
 def test_a_version_left_undecided_by_a_crash_is_decided_by_the_next_run(store, monkeypatch):
@@ -147,6 +169,8 @@ def test_challenger_below_min_delta_is_not_promoted(store):
     assert report["champion_version"] == "1"
     assert report["decisions"][1]["action"] == "kept_champion"
     assert "does not beat champion v1's 0.8000 by 0.05" in report["decisions"][1]["reason"]
+    description = client.get_model_version("seq-classifier", "2").description
+    assert description == f"kept_champion: {report['decisions'][1]['reason']}"
     assert str(client.get_model_version_by_alias("seq-classifier", "challenger").version) == "2"
 
 

@@ -16,7 +16,6 @@ import torch
 import lightning_modules.data as data_module
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import load_classifier, weights_sha256
-from lightning_modules.system import Classifier
 from stages import prepare, train
 from stages.config import load_params, parse_params
 from stages.errors import PipelineError
@@ -75,14 +74,7 @@ def run_tiny(work: Path, name: str, callbacks=(), trainer_changes=None, **change
 def test_fast_dev_run_every_configured_model(tmp_path, name):
     model = PARAMS.models[name]
     data = PreparedDataModule(tiny_prepared(tmp_path, model.kind), batch_size=4)
-    system = Classifier(
-        model.arch,
-        tuple(data.meta["input_shape"]),
-        len(data.meta["classes"]),
-        model.model_kwargs,
-        lr=model.lr,
-        scheduler=model.scheduler,
-    )
+    system = train.build_classifier(model, data.meta)
     trainer = L.Trainer(
         fast_dev_run=True,
         accelerator="cpu",
@@ -114,6 +106,11 @@ def test_stage_writes_model_and_metrics(tmp_path, name):
     module, spec = load_classifier(tmp_path / "models" / name)
     assert weights_sha256(module) == metrics["weights_sha256"] == spec["weights_sha256"]
     assert not (tmp_path / "checkpoints" / name).exists()  # finished: nothing to resume
+    # A SQLite store keeps its artifacts beside the database, wherever the stage runs from.
+    experiment = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name(
+        PARAMS.models[name].dataset
+    )
+    assert experiment.artifact_location == str(tmp_path / "mlruns")
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -127,9 +124,16 @@ def test_same_seed_same_weights(tmp_path):
     assert other["weights_sha256"] != first["weights_sha256"]
 
 
-def test_mlflow_run_holds_params_metrics_and_tags(tmp_path):
-    metrics = run_tiny(tmp_path, "lstm")
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+@pytest.fixture(scope="module")
+def tracked_lstm(tmp_path_factory):
+    """lstm trained on tiny sequences: its metrics and the client of its store."""
+    work = tmp_path_factory.mktemp("tracked")
+    metrics = run_tiny(work, "lstm")
+    return metrics, mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}"), work
+
+
+def test_mlflow_run_holds_params_metrics_and_tags(tracked_lstm):
+    metrics, client, _ = tracked_lstm
     experiment = client.get_experiment_by_name(PARAMS.models["lstm"].dataset)
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [metrics["mlflow_run_id"]]  # exactly one run
@@ -138,13 +142,55 @@ def test_mlflow_run_holds_params_metrics_and_tags(tmp_path):
     assert run.data.params["model.arch"] == "lstm"
     assert run.data.params["model.rnn.hidden_size"] == str(PARAMS.models["lstm"].rnn.hidden_size)
     assert run.data.params["trainer.seed"] == str(PARAMS.trainer.seed)
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 3, key  # per epoch
+    # Per epoch, with the epoch as the step, whatever the batch size.
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == [0, 1, 2], key
     assert run.data.tags["model"] == "lstm"
     assert run.data.tags["dataset"] == PARAMS.models["lstm"].dataset
     assert run.data.tags["git_commit"] == "abc123"
     assert run.data.tags["data_dvc_md5"] == "d41d8cd9.dir"
     assert run.data.tags["device"] == "cpu"
+
+
+def test_params_are_what_the_run_used(tracked_lstm):
+    metrics, client, _ = tracked_lstm
+    params = client.get_run(metrics["mlflow_run_id"]).data.params
+    assert "None" not in params.values()
+    assert "model.cnn" not in params and "trainer.precision" in params  # unset: left out
+    # The Trainer's choices, not `auto` (run_tiny sets accelerator cpu, devices 1).
+    assert params["trainer.accelerator"] == "cpu"
+    assert params["trainer.devices"] == "1" and params["trainer.world_size"] == "1"
+    assert params["trainer.precision"] == metrics["precision"] == "32-true"
+    assert params["trainer.strategy"] == "SingleDeviceStrategy"
+
+
+def test_run_records_its_training_data_and_the_experiment_is_described(tracked_lstm):
+    metrics, client, work = tracked_lstm
+    run = client.get_run(metrics["mlflow_run_id"])
+    [training] = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in training.tags} == {"mlflow.data.context": "training"}
+    dataset = training.dataset
+    assert (dataset.name, dataset.digest) == (PARAMS.models["lstm"].dataset, "d41d8cd9.dir")
+    meta = json.loads((work / "prepared" / "sequence" / "meta.json").read_text())
+    sizes = {split: meta["counts"][split]["total"] for split in ("train", "val", "test")}
+    assert json.loads(dataset.profile) == sizes | {"classes": 2}
+    assert mlflow.data.get_source(training).uri == str(work / "prepared" / "sequence")
+
+    experiment = client.get_experiment(run.info.experiment_id)
+    note = experiment.tags["mlflow.note.content"]
+    assert f"**{PARAMS.models['lstm'].dataset}**: sequences from `ts`" in note
+    assert "2 classes: `a`, `b`." in note
+    assert f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}" in note
+
+
+def test_kept_epoch_is_the_step_of_the_figures_reported(tracked_lstm):
+    metrics, client, _ = tracked_lstm
+    kept = metrics["kept_epoch"]
+    history = client.get_metric_history(metrics["mlflow_run_id"], "val_acc")
+    assert {m.step: m.value for m in history}[kept] == metrics["best_val_accuracy"]
+    [best] = client.get_metric_history(metrics["mlflow_run_id"], "best_val_accuracy")
+    assert (best.step, best.value) == (kept, metrics["best_val_accuracy"])
 
 
 def _val_history(work: Path, run_id: str, metric: str) -> list[float]:
@@ -227,7 +273,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert resumed["epochs"] == 3
     assert resumed["mlflow_run_id"] == run_id  # the same run continues
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert len(client.get_metric_history(run_id, "val_loss")) == 3
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
 
     fresh = run_tiny(tmp_path, "gru")  # finished: the next run starts over
     assert fresh["resumed_at_epoch"] is None
@@ -339,7 +385,7 @@ def test_model_that_does_not_fit_its_data_is_refused_before_training(tmp_path):
         raw = PARAMS.model_dump(mode="json", by_alias=True)
         raw["models"]["cnn"]["dataset"] = "japanese_vowels"
         parse_params(raw)
-    with pytest.raises(PipelineError, match="unknown model 'resnet'.*known: cnn, gru, lstm"):
+    with pytest.raises(PipelineError, match="unknown model 'resnet'.*known: cnn, fcn, gru, lstm"):
         PARAMS.model("resnet")
 
 
