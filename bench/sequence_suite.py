@@ -144,7 +144,9 @@ def main() -> None:
     parser.add_argument(
         "--max-epochs", type=positive, help="every model's max_epochs, min_steps 0 (smoke runs)"
     )
-    parser.add_argument("--out", type=Path, help="write every raw result here as JSON")
+    parser.add_argument(
+        "--out", type=Path, help="write every raw result here as JSON (after each archive)"
+    )
     args = parser.parse_args()
     if not defaults:
         sys.exit("params.yaml has no model of a sequence dataset: nothing to run")
@@ -158,8 +160,8 @@ def main() -> None:
             params = suite_params(raw, archive, args.models, seed, args.max_epochs)
             found["runs"] += run_pipeline(params, args.models, seed)
         results[archive] = found
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
+        if args.out:  # after every archive: a suite stopped part-way keeps what it finished
+            args.out.write_text(json.dumps(results, indent=2))
     print(table(results, args.models))
 
 

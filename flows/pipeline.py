@@ -4,22 +4,25 @@
 
 The stage graph comes from dvc.yaml through DVC's API; each task runs
 `dvc repro --single-item <stage>`, so dvc.lock stays the one record and DVC itself skips
-unchanged stages. Independent stages run at the same time, up to `flow.max_parallel` (and
-`flow.max_parallel_train` trainings); a stage starts when its upstream stages have finished.
+unchanged stages: a skipped stage's task ends Completed, named "Skipped". Independent stages
+run at the same time, up to `flow.max_parallel` (and `flow.max_parallel_train` trainings); a
+stage starts when its upstream stages have finished, and its task waits for theirs (`wait_for`),
+so the flow run's graph in the UI shows the pipeline.
 A failed stage leaves its downstream stages not run and fails the flow with that stage's own
 error first. Only transient failures (a stage exiting with TRANSIENT_EXIT, e.g. an
-unreachable tracking server) are retried, with exponential backoff. At the end: a table
-artifact of every model's test metrics, a markdown artifact of the registry decisions with
-links to the MLflow runs, and the same table printed.
+unreachable tracking server) are retried, with exponential backoff. At the end, what this run
+decided: a table artifact of the test metrics of the models it evaluated, a markdown artifact of
+the registry decisions it made (or that it made none), with links into the MLflow UI, and the
+same table printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,22 @@ from typing import Any
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from flows.graph import read_graph
-from flows.summary import metric_rows, registry_markdown, text_table
+from flows.links import mlflow_ui_url
+from flows.stage_log import is_noise, stage_env
+from flows.summary import (
+    DECISIONS_DESCRIPTION,
+    METRICS_DESCRIPTION,
+    metric_rows,
+    registry_markdown,
+    table_rows,
+    text_table,
+)
 from stages.config import load_params
 from stages.errors import TRANSIENT_EXIT, PipelineError, TransientError
 from stages.tracking import connect, tracking_uri
@@ -56,20 +69,32 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(error, StageFailed) and error.transient
 
 
-@task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, root: str, force: bool) -> str:
-    """`dvc repro --single-item <stage>`, its output streamed into this task's log.
+def backoff_rest(tries: int, delay: float) -> float:
+    """Seconds to wait before try number `tries`, beyond Prefect's retry delay `delay`.
 
-    The stage gets the same environment as under plain `dvc repro` (thread counts included:
-    they change float results, so capping them would change the weights).
-    """
+    Prefect waits `retry_delay_seconds` before each retry. Given a list of delays (Prefect's
+    `exponential_backoff`), its UI shows "Retry Delay: NaNs" on every task, so the task gets the
+    first delay alone and waits the rest of an exponential backoff (delay·2^(n-1) before the
+    n-th retry) itself."""
+    return delay * (2 ** (tries - 2) - 1) if tries > 2 else 0.0
+
+
+@task(name="dvc-stage", task_run_name="{stage}")
+def run_stage(stage: str, root: str, force: bool) -> str | State:
+    """`dvc repro --single-item <stage>`, its output streamed into this task's log (without the
+    tools' hints, flows/stage_log.py); a stage DVC skipped ends in Completed named "Skipped"."""
     logger = get_run_logger()
+    context = TaskRunContext.get()
+    assert context is not None  # in a task run
+    rest = backoff_rest(context.task_run.run_count, context.task.retry_delay_seconds)
+    if rest:
+        logger.info(f"retrying after {rest:g} s more (exponential backoff)")
+        time.sleep(rest)
     command = [str(BIN / "dvc"), "repro", "--single-item", stage, *(["--force"] if force else [])]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     process = subprocess.Popen(
         command,
         cwd=root,
-        env=env,
+        env=stage_env(BIN),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -79,12 +104,14 @@ def run_stage(stage: str, root: str, force: bool) -> str:
     assert process.stdout is not None
     for line in process.stdout:
         line = line.rstrip()
-        if line:
+        if line and not is_noise(line):
             logger.info(line)
             lines.append(line)
     if process.wait() != 0:
         raise StageFailed(stage, _error_message(lines), _stage_exit_code(lines))
-    return "ran" if any(line.startswith("Running stage") for line in lines) else "skipped"
+    if any(line.startswith("Running stage") for line in lines):
+        return "ran"
+    return Completed(name="Skipped", data="skipped")
 
 
 def _error_message(lines: list[str]) -> str:
@@ -122,9 +149,7 @@ def pipeline(
     cfg = params.flow
     stage_task = run_stage.with_options(
         retries=cfg.retries,
-        retry_delay_seconds=exponential_backoff(cfg.retry_backoff_seconds)(cfg.retries)
-        if cfg.retries
-        else 0,
+        retry_delay_seconds=cfg.retry_backoff_seconds if cfg.retries else 0,
         retry_condition_fn=_retry_transient,
     )
     uri = tracking_uri(params.mlflow.tracking_uri, root)
@@ -134,6 +159,7 @@ def pipeline(
     status: dict[str, str] = {}
     failures: list[StageFailed] = []
     running: dict[str, PrefectFuture] = {}
+    futures: dict[str, PrefectFuture] = {}  # every stage submitted, for its downstream's wait_for
     while len(status) < len(graph.upstream):
         for stage in graph.stages:
             if stage in status or stage in running:
@@ -143,7 +169,9 @@ def pipeline(
                 status[stage] = "not run"
                 logger.warning(f"{stage}: not run, an upstream stage failed")
             elif all(u in status for u in upstream) and _has_room(stage, running, cfg):
-                running[stage] = stage_task.submit(stage, str(root), force)
+                running[stage] = futures[stage] = stage_task.submit(
+                    stage, str(root), force, wait_for=[futures[u] for u in sorted(upstream)]
+                )
         if running:  # sleep until a stage finishes (its retries happen inside the task)
             wait([f.wrapped_future for f in running.values()], return_when=FIRST_COMPLETED)
         for stage, future in list(running.items()):
@@ -159,7 +187,7 @@ def pipeline(
                     )
                 else:
                     status[stage] = outcome
-    _publish_summary(params, root, uri)
+    _publish_summary(params, root, uri, status)
     if failures:
         not_run = sorted(s for s, v in status.items() if v == "not run")
         raise PipelineError(
@@ -176,22 +204,27 @@ def _has_room(stage: str, running: dict[str, Any], cfg: Any) -> bool:
     return not stage.startswith("train@") or trains < cfg.max_parallel_train
 
 
-def _publish_summary(params: Any, root: Path, uri: str) -> None:
-    rows = metric_rows(params, root)
+def _publish_summary(params: Any, root: Path, uri: str, status: dict[str, str]) -> None:
+    """What this run decided. The metrics table only when it evaluated a model, so the
+    artifact's latest version stays the latest evaluation; the decisions always, saying so
+    when there were none."""
+    evaluated = [
+        s.split("@")[1] for s, v in status.items() if s.startswith("evaluate@") and v == "ran"
+    ]
+    rows = metric_rows(params, root, evaluated)
     try:
         client = connect(uri, params.mlflow)
     except TransientError:
-        client = None  # the summary still lists the runs, without links
-    create_table_artifact(
-        key="model-metrics",
-        table=[{k: v for k, v in r.items()} for r in rows],
-        description="Test metrics of every evaluated model, and the test accuracy of the "
-        "majority-class and 1-NN baselines (metrics/eval/*.json)",
-    )
+        client = None  # the summary still names the runs, without links
+    ui = mlflow_ui_url(uri)
+    if rows:
+        create_table_artifact(
+            key="model-metrics", table=table_rows(rows, client, ui), description=METRICS_DESCRIPTION
+        )
     create_markdown_artifact(
         key="registry-decisions",
-        markdown=registry_markdown(params, root, rows, client),
-        description="Champion/challenger decisions (metrics/registry.json)",
+        markdown=registry_markdown(params, root, status.get("register"), client, ui),
+        description=DECISIONS_DESCRIPTION,
     )
     print(text_table(rows), flush=True)
 

@@ -11,9 +11,12 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
+from flows.links import MAKE_UI
 from flows.pipeline import pipeline
 from stages.config import load_params
 from tests.conftest import REPO
@@ -50,24 +53,62 @@ def artifacts(state) -> dict:
     return {a.key: a.data for a in found}
 
 
+def logs(state) -> list[str]:
+    """Every log message of a flow run and its task runs, read through Prefect's own client."""
+    found: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(
+                log_filter=LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                ),
+                limit=200,
+                offset=len(found),
+            )
+            found += [log.message for log in page]
+            if len(page) < 200:
+                return found
+
+
 def test_every_stage_runs_after_its_upstream(flow_repo):
     root, state = flow_repo
     assert state.is_completed()
     assert state.result() == dict.fromkeys(STAGES, "ran")
     runs = task_runs(state)
     assert sorted(runs) == sorted(STAGES)
+    assert {run.state.name for run in runs.values()} == {"Completed"}
+    names = {run.id: name for name, run in runs.items()}
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     for stage in STAGES:
-        upstream = {
+        deps = [dep["path"] for dep in lock[stage].get("deps", [])]
+        upstream = {  # the stages with an output among its dependencies, or inside one (a folder)
             d
             for d in STAGES
             if any(
-                out["path"] in [dep["path"] for dep in lock[stage].get("deps", [])]
+                out["path"] == dep or out["path"].startswith(f"{dep}/")
                 for out in lock[d].get("outs", [])
+                for dep in deps
             )
         }
         for up in upstream:
             assert runs[stage].start_time >= runs[up].end_time, (stage, up)
+        # The flow run's graph draws an edge for each upstream task the task waited for.
+        waited = runs[stage].task_inputs.get("wait_for", [])
+        assert {names[i.id] for i in waited} == upstream, stage
+
+
+def test_task_logs_hold_the_stages_output_without_the_tools_hints(flow_repo):
+    messages = logs(flow_repo[1])
+    assert any(m.startswith("Running stage 'train@") for m in messages)
+    noise = ("git add", "autostage", "dvc push", "litlogger", "Downloading artifacts")
+    mlflow_warnings = ("Add type hints", "CloudPickle")  # none printed by the stages today
+    assert not [m for m in messages if any(n in m for n in (*noise, *mlflow_warnings))]
+
+
+def test_retry_delay_is_one_number(flow_repo):
+    """Prefect's UI shows a list of retry delays as "Retry Delay: NaNs"."""
+    policies = [run.empirical_policy for run in task_runs(flow_repo[1]).values()]
+    assert {(p.retries, p.retry_delay) for p in policies} == {(1, 0.1)}
 
 
 def test_independent_stages_run_at_the_same_time(flow_repo):
@@ -86,18 +127,29 @@ def test_artifacts_hold_the_metrics_and_decisions(flow_repo):
     assert sorted(r["model"] for r in rows) == sorted(PARAMS.models)
     for row in rows:
         evaluation = json.loads((root / "metrics/eval" / f"{row['model']}.json").read_text())
-        assert row["test_accuracy"] == evaluation["test_accuracy"]
-        assert row["1nn"] == evaluation["baselines"]["1nn_euclidean"]["test_accuracy"]
-        assert row["majority"] == evaluation["baselines"]["majority"]["test_accuracy"]
+        assert row["test_accuracy"] == round(evaluation["test_accuracy"], 4)
+        assert row["1nn"] == round(evaluation["baselines"]["1nn_euclidean"]["test_accuracy"], 4)
+        assert row["majority"] == round(evaluation["baselines"]["majority"]["test_accuracy"], 4)
+        run_id = evaluation["mlflow_run_id"]
+        assert row["mlflow_run_id"].startswith(f"[{run_id}]({MAKE_UI}/#/experiments/")
+        assert row["mlflow_run_id"].endswith(f"/runs/{run_id})")
     markdown = found["registry-decisions"]
     assert "## digits-classifier" in markdown and "## japanese_vowels-classifier" in markdown
     assert "**promoted**: no champion yet" in markdown
-    assert "/#/experiments/" in markdown  # links to the MLflow runs
+    assert f"[version 1]({MAKE_UI}/#/models/digits-classifier/versions/1)" in markdown
+    assert f"({MAKE_UI}/#/experiments/" in markdown  # the champions' runs
 
 
 def test_second_run_skips_every_stage(flow_repo):
     root, _ = flow_repo
-    assert pipeline(project_dir=str(root)) == dict.fromkeys(STAGES, "skipped")
+    state = pipeline(project_dir=str(root), return_state=True)
+    assert state.result() == dict.fromkeys(STAGES, "skipped")
+    runs = task_runs(state)
+    assert all(run.state.is_completed() for run in runs.values())
+    assert {run.state.name for run in runs.values()} == {"Skipped"}
+    found = artifacts(state)
+    assert "model-metrics" not in found  # its latest version stays the last evaluation
+    assert "Nothing changed in this run" in found["registry-decisions"]
 
 
 def test_failing_stage_stops_its_downstream(flow_repo):
