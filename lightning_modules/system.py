@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from functools import partial
 from typing import Any, Literal
 
@@ -47,6 +48,9 @@ class Classifier(L.LightningModule):
         self.augment: nn.Module | None = None
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        # The epoch's figures for its one printed line (the task log of a long training).
+        self._figures: dict[str, float] = {}
+        self._epoch_started = 0.0
         metric_types = {
             "acc": partial(MulticlassAccuracy, average="micro"),
             "f1": partial(MulticlassF1Score, average="macro"),
@@ -97,19 +101,32 @@ class Classifier(L.LightningModule):
         # the curves of models with other batch sizes line up epoch by epoch.
         self.log("step", float(self.current_epoch))
         self.log(f"{split}_loss", mean, sync_dist=True)
+        self._figures[f"{split}_loss"] = float(mean)
         for name in self.METRICS[split]:
             metric = self.metrics[f"{split}_{name}"]
-            self.log(f"{split}_{name}", metric.compute())
+            value = metric.compute()
+            self.log(f"{split}_{name}", value)
+            self._figures[f"{split}_{name}"] = float(value)
             metric.reset()
 
     def on_train_epoch_start(self) -> None:
         self._reset("train")
+        self._epoch_started = time.perf_counter()
 
     def on_validation_epoch_start(self) -> None:
         self._reset("val")
 
     def on_train_epoch_end(self) -> None:
+        # Validation has run by now (Lightning validates at the end of the training epoch).
         self._log_epoch("train")
+        self.print(
+            epoch_line(
+                self.current_epoch,
+                self.trainer.max_epochs,
+                self._figures,
+                time.perf_counter() - self._epoch_started,
+            )
+        )
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -149,3 +166,14 @@ class Classifier(L.LightningModule):
                 optimizer, max_lr=self.hparams.lr, total_steps=max(1, math.ceil(steps))
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def epoch_line(epoch: int, epochs: int | None, figures: dict[str, float], seconds: float) -> str:
+    """One line per epoch: 'epoch 3/100  train_loss 0.1234  train_acc 0.9876  val_loss …  1.2 s'."""
+    shown = "  ".join(f"{name} {value:.4f}" for name, value in sorted(figures.items(), key=_order))
+    return f"epoch {epoch + 1}/{epochs}  {shown}  {seconds:.1f} s"
+
+
+def _order(item: tuple[str, float]) -> tuple[bool, str]:
+    """Training figures first, then validation's."""
+    return (not item[0].startswith("train_"), item[0])

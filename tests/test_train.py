@@ -443,3 +443,14 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     experiment = client.get_experiment_by_name("digits")
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one run, not one per rank
     load_classifier(tmp_path / "models" / "cnn")
+
+
+def test_one_line_per_epoch_with_its_figures(tmp_path, capsys):
+    run_tiny(tmp_path, "cnn")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    for line in lines:
+        words = line.split()
+        figures = dict(zip(words[2:-2:2], map(float, words[3:-2:2]), strict=True))
+        assert sorted(figures) == ["train_acc", "train_loss", "val_acc", "val_f1", "val_loss"]
+        assert words[-1] == "s" and float(words[-2]) >= 0.0
