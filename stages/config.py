@@ -66,9 +66,13 @@ class ImageSpec(Section):
 
 
 class SequenceSpec(Section):
-    """Expected channel count of every series; None accepts whatever the train file has."""
+    """Expected channel count of every series (None accepts whatever the train file has), and
+    the normalisation: `dataset` scales each channel by the train split's mean and deviation;
+    `series` first z-normalises each series per channel over its own steps (the UCR archive's
+    convention: a series' offset and amplitude carry no class information), then the same."""
 
     channels: Annotated[int, Field(ge=1)] | None = None
+    normalize: Literal["dataset", "series"] = "dataset"
 
 
 class SplitSpec(Section):

@@ -2,9 +2,12 @@
 
 Reads `datasets.<name>` of params.yaml and the raw files at `datasets.<name>.path`.
 Writes `<paths.prepared>/<name>/`:
-- `x_<split>.npy` float32, normalised with train-split statistics: images (N, C, H, W),
+- `x_<split>.npy` float32, normalised with train-split statistics (sequences optionally per
+  series first): images (N, C, H, W),
   sequences (N, T, C) zero-padded to the longest series of all splits;
 - `y_<split>.npy` int64 class indices; `len_<split>.npy` int64 series lengths (sequences);
+- `series_stats_<split>.npy` float64 (N, 2, C), with `sequence.normalize: series`: each
+  series' own mean and deviation per channel, applied before the train-split statistics;
 - `files_<split>.txt` (image datasets): each example's file, relative to the raw folder;
 - `meta.json`: classes, input shape, normalisation statistics, counts per split and class,
   a fingerprint of the raw files and one of the test split alone (to tell whether a model
@@ -26,6 +29,7 @@ from stages.config import DatasetConfig, load_params
 from stages.errors import PipelineError, cli, item_name
 from stages.files import visible_files
 from stages.images import list_image_folder, load_image
+from stages.preprocess import series_stats
 from stages.tsfile import find_pair, read_ts
 
 SPLITS = ("train", "val", "test")
@@ -116,33 +120,42 @@ def _prepare_sequences(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
         "val": y_train_all[val_idx],
         "test": np.array([index[c] for c in test.labels], dtype=np.int64),
     }
-    stacked = np.concatenate(parts["train"], axis=0).astype(np.float64)
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
     max_length = max(len(s) for s in train.series + test.series)
+    padded = {split: _pad(parts[split], max_length, n_channels) for split in SPLITS}
+    per_series = ds.sequence is not None and ds.sequence.normalize == "series"
     arrays = {}
+    if per_series:
+        for split in SPLITS:
+            stats = series_stats(padded[split])
+            padded[split] = (padded[split] - stats[:, :1]) / stats[:, 1:]
+            arrays[f"series_stats_{split}"] = stats
+    steps = padded["train"].reshape(-1, n_channels)
+    steps = steps[~np.isnan(steps).all(axis=1)]
+    mean, std = steps.mean(axis=0), steps.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
     for split in SPLITS:
-        normed = [((s - mean) / std).astype(np.float32) for s in parts[split]]
-        arrays[f"x_{split}"], arrays[f"len_{split}"] = _pad(normed, max_length, n_channels)
+        x = padded[split]
+        arrays[f"x_{split}"] = np.where(np.isnan(x), 0.0, (x - mean) / std).astype(np.float32)
+        arrays[f"len_{split}"] = np.array([len(s) for s in parts[split]], dtype=np.int64)
         arrays[f"y_{split}"] = labels[split]
     meta = {
         "classes": classes,
         "input_shape": [max_length, n_channels],
         "channels": n_channels,
         "max_length": max_length,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "normalization": {"per_series": per_series, "mean": mean.tolist(), "std": std.tolist()},
         "test_fingerprint": _digest(ds.path, [test_file], classes),
     }
     return arrays, meta
 
 
-def _pad(series: list[np.ndarray], length: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad to `length` (the longest series of all splits, so every split has one shape)."""
-    lengths = np.array([len(s) for s in series], dtype=np.int64)
-    out = np.zeros((len(series), length, channels), dtype=np.float32)
+def _pad(series: list[np.ndarray], length: int, channels: int) -> np.ndarray:
+    """(N, length, C) float64, NaN after each series' end: `length` is the longest series of
+    all splits, so every split has one shape. Written zero-padded after normalisation."""
+    out = np.full((len(series), length, channels), np.nan)
     for i, s in enumerate(series):
         out[i, : len(s)] = s
-    return out, lengths
+    return out
 
 
 def _split_indices(labels: np.ndarray, ds: DatasetConfig, classes: list[str]) -> dict:

@@ -6,7 +6,8 @@ series, or JSON numbers):
   2 (grey + alpha), 3 (RGB) or 4 (RGBA); each image is converted to the channels and size the
   model was trained on, exactly as `prepare` did;
 - sequences: an array (N, T, C) of numbers, any T, where the rows after a series' end
-  are NaN (so series of different lengths travel in one array).
+  are NaN (so series of different lengths travel in one array); with `per_series`
+  normalisation each series is first z-normalised per channel over its own steps.
 Bad input is a PipelineError with one line that names what is expected, never the input.
 """
 
@@ -102,10 +103,22 @@ def _sequences(array: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
             f"series {_some(bad)} have NaN or infinite values before their end (only whole "
             "rows after a series' end may be NaN)"
         )
-    mean = np.asarray(meta["normalization"]["mean"])
-    std = np.asarray(meta["normalization"]["std"])
+    norm = meta["normalization"]
+    if norm.get("per_series"):
+        stats = series_stats(np.where(padding[..., None], np.nan, array))
+        array = (array - stats[:, :1]) / stats[:, 1:]
+    mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
     x = np.where(padding[..., None], 0.0, (array - mean) / std).astype(np.float32)
     return x, lengths.astype(np.int64)
+
+
+def series_stats(padded: np.ndarray) -> np.ndarray:
+    """(N, 2, C) float64: each series' mean and standard deviation per channel over its own
+    steps (rows after its end are NaN); a constant channel's deviation is 1, so it is only
+    centred. `prepare` and the served model normalise with these, so they agree."""
+    mean = np.nanmean(padded, axis=1, dtype=np.float64)
+    std = np.nanstd(padded, axis=1, dtype=np.float64)
+    return np.stack([mean, np.where(std > 0, std, 1.0)], axis=1)
 
 
 def _some(indices: np.ndarray, shown: int = 10) -> str:
@@ -129,5 +142,8 @@ def raw_from_prepared(root: Path, meta: dict, split: str = "test") -> np.ndarray
         return pixels[..., 0] if meta["channels"] == 1 else pixels  # grey: (N, H, W)
     lengths = np.load(root / f"len_{split}.npy")
     raw = x * std + mean
+    if norm.get("per_series"):
+        stats = np.load(root / f"series_stats_{split}.npy")
+        raw = raw * stats[:, 1:] + stats[:, :1]
     raw[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = np.nan
     return raw

@@ -20,10 +20,12 @@ def _images(make_params, folder, size=(8, 8), channels=1, test=0.25, val=0.25, *
     return make_params({"mine": ds}).datasets["mine"]
 
 
-def _sequences(make_params, folder, channels=None):
+def _sequences(make_params, folder, channels=None, normalize=None):
     ds = {"source": "ts", "path": str(folder), "split": {"val": 0.25, "seed": 3}}
     if channels is not None:
         ds["sequence"] = {"channels": channels}
+    if normalize is not None:
+        ds["sequence"] = ds.get("sequence", {}) | {"normalize": normalize}
     return make_params({"mine": ds}).datasets["mine"]
 
 
@@ -112,6 +114,39 @@ def test_sequences_keep_lengths_and_pad(make_params, tmp_path):
     first = np.array(test[0][0]).T
     np.testing.assert_allclose(x_test[0, : len(first)], (first - mean) / std, rtol=1e-5)
     assert meta["counts"]["train"]["total"] + meta["counts"]["val"]["total"] == 16
+
+
+def test_per_series_normalisation_drops_each_series_offset_and_scale(make_params, tmp_path):
+    train, test = tiny_cases(8), tiny_cases(3, seed=1)
+    # The same test series again, shifted and scaled per channel: its prepared rows are the same.
+    values, label = test[0]
+    test.append(([[v * 50.0 + 7.0 for v in values[0]], [v * 0.5 - 3.0 for v in values[1]]], label))
+    folder = write_ts_pair(tmp_path / "seqs", train, test)
+    meta = prepare.run("mine", _sequences(make_params, folder, normalize="series"), tmp_path / "o")
+    out = tmp_path / "o"
+    assert meta["normalization"]["per_series"] is True
+    x, lengths = np.load(out / "x_test.npy"), np.load(out / "len_test.npy")
+    n = lengths[0]
+    np.testing.assert_allclose(x[-1, :n], x[0, :n], atol=1e-5)
+    assert not x[0, n:].any()  # padding stays zero
+    stats = np.load(out / "series_stats_test.npy")
+    assert stats.shape == (len(test), 2, 2)
+    np.testing.assert_allclose(stats[0, 0], np.mean(values, axis=1))
+    np.testing.assert_allclose(stats[0, 1], np.std(values, axis=1))
+    # Before the train split's statistics, every train series is zero-mean, unit-deviation.
+    mean, std = (np.array(meta["normalization"][k]) for k in ("mean", "std"))
+    x_train, len_train = np.load(out / "x_train.npy"), np.load(out / "len_train.npy")
+    for row, m in zip(x_train, len_train, strict=True):
+        series = row[:m] * std + mean
+        np.testing.assert_allclose(series.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(series.std(axis=0), 1.0, atol=1e-5)
+
+
+def test_dataset_normalisation_writes_no_series_statistics(make_params, tmp_path):
+    folder = write_ts_pair(tmp_path / "seqs", tiny_cases(8), tiny_cases(3, seed=1))
+    meta = prepare.run("mine", _sequences(make_params, folder), tmp_path / "o")
+    assert meta["normalization"]["per_series"] is False
+    assert not list((tmp_path / "o").glob("series_stats_*"))
 
 
 def test_japanese_vowels_shape(make_params, tmp_path):

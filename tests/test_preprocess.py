@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from stages import preprocess
+from stages import prepare, preprocess
 from stages.errors import PipelineError
-from stages.preprocess import to_model_input
+from stages.preprocess import raw_from_prepared, to_model_input
+from tests.conftest import tiny_cases, write_ts_pair
 
 
 def image_meta(channels: int) -> dict:
@@ -88,3 +89,28 @@ def test_too_many_values_per_call(monkeypatch):
     monkeypatch.setattr(preprocess, "MAX_INPUT_VALUES", 191)
     with pytest.raises(PipelineError, match="input has 192 values; at most 191 per call"):
         to_model_input(PIXELS, image_meta(1))
+
+
+@pytest.mark.parametrize("normalize", ["dataset", "series"])
+def test_served_input_matches_prepare(make_params, tmp_path, normalize):
+    """The raw test split, as a user would send it, becomes exactly what `prepare` wrote."""
+    folder = write_ts_pair(tmp_path / "seqs", tiny_cases(8), tiny_cases(4, seed=1))
+    ds = {"source": "ts", "path": str(folder), "sequence": {"normalize": normalize}}
+    meta = prepare.run("mine", make_params({"mine": ds}).datasets["mine"], tmp_path / "out")
+    raw = raw_from_prepared(tmp_path / "out", meta)
+    assert np.isnan(raw).any()  # series of several lengths, NaN after each end
+    x, lengths = to_model_input(raw, meta)
+    np.testing.assert_allclose(x, np.load(tmp_path / "out" / "x_test.npy"), atol=1e-5)
+    assert lengths.tolist() == np.load(tmp_path / "out" / "len_test.npy").tolist()
+
+
+def test_per_series_model_ignores_each_series_offset_and_scale():
+    meta = SEQUENCE_META | {"normalization": SEQUENCE_META["normalization"] | {"per_series": True}}
+    series = np.random.default_rng(2).normal(size=(3, 6, 2))
+    series[0, 4:] = np.nan  # a shorter series
+    x, lengths = to_model_input(series, meta)
+    moved = series * np.array([[[10.0]], [[0.5]], [[3.0]]]) + np.array([[[4.0, -2.0]]])
+    np.testing.assert_allclose(to_model_input(moved, meta)[0], x, atol=1e-5)
+    assert lengths.tolist() == [4, 6, 6] and not x[0, 4:].any()
+    steady = np.ones((1, 5, 2))  # a constant series is centred, not divided by zero
+    assert np.isfinite(to_model_input(steady, meta)[0]).all()
