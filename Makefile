@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-all lint lock clean ui serve
+.PHONY: setup run test test-all lint lock clean ui serve plots
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test-all: setup  ## the slow, gpu and server tests too
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port 5000
+
+# `dvc plots show` whose page, dvc_plots/index.html, has the Vega libraries inline: DVC's own
+# page loads them from a CDN and shows no interactive plot offline.
+plots: setup
+	python -m stages.plots_page show
 
 lint: setup
 	ruff check .

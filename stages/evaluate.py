@@ -2,14 +2,16 @@
 
 Reads `models.<model>` and `mlflow` of params.yaml, `<paths.models>/<model>/`,
 `<paths.prepared>/<dataset>/` and `<paths.metrics>/train/<model>.json` (for the MLflow run).
-Writes `<paths.metrics>/eval/<model>.json` (a DVC metric), `<model>_confusion.csv`
-(actual/predicted per test example, a DVC plot) and `<model>_confusion.png`. Logs the same
-metrics and the PNG (as `evaluation/confusion.png` in every run, so MLflow's compare view shows
-them side by side) to the model's training run, and the pyfunc model (stages/pyfunc_model.py)
-that takes raw input, named after the model and holding the test metrics. Beside the model's,
-the scores of simple baselines on the same test split (stages/baselines.py). The three files
-replace the old ones together, once the logging has succeeded; a failure leaves the old ones and
-ends the run FAILED.
+Writes `<paths.metrics>/eval/<model>.json` (a DVC metric: the headline figures only, so
+`dvc metrics show` stays readable), `<model>_per_class.json` (each class's precision, recall
+and support, and the confusion matrix), `<model>_confusion.csv` (actual/predicted per test
+example, a DVC plot) and `<model>_confusion.png`. Logs the same metrics, per-class ones
+included, and the PNG (as `evaluation/confusion.png` in every run, so MLflow's compare view
+shows them side by side) to the model's training run, and the pyfunc model
+(stages/pyfunc_model.py) that takes raw input, named after the model and holding the test
+metrics. Beside the model's, the scores of simple baselines on the same test split
+(stages/baselines.py). The four files replace the old ones together, once the logging has
+succeeded; a failure leaves the old ones and ends the run FAILED.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from stages.tracking import connect, redact, tracking_uri
 # What metric_keys replaces in a class name.
 UNSAFE_IN_METRIC_NAMES = re.compile(r"[^\w.\- ]")
 CONFUSION_ARTIFACT = "confusion.png"  # one name in every run: the compare view pairs them
+# What classification_metrics gives per class: `<model>_per_class.json`, not the DVC metric.
+PER_CLASS_KEYS = ("per_class", "confusion_matrix")
 
 
 def _timed_logits(module: torch.nn.Module, arrays: tuple[np.ndarray, ...], batch_size: int):
@@ -71,7 +75,10 @@ def run(
     mlflow_uri: str,
     mlflow_cfg: MlflowConfig | None = None,
 ) -> dict[str, Any]:
-    """Evaluate model `name` on the test split; write `out_dir/<name>*`; log to MLflow."""
+    """Evaluate model `name` on the test split; write `out_dir/<name>*`; log to MLflow.
+
+    Returns the headline metrics (`<name>.json`); the per-class ones are `<name>_per_class.json`.
+    """
     run_id, kept_epoch = _training_run(train_metrics)
     if not (model_dir / "model.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model; run `dvc repro train@{name}` first")
@@ -102,6 +109,7 @@ def run(
     batch_size = min(model.batch_size, len(y))
     per_sample = [seconds / n for seconds, n in batches if n == batch_size]
     metrics = classification_metrics(y, pred, meta["classes"])
+    per_class = {"classes": meta["classes"]} | {k: metrics.pop(k) for k in PER_CLASS_KEYS}
     metrics |= {
         "test_loss": float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))),
         "mlflow_run_id": run_id,
@@ -111,28 +119,42 @@ def run(
         "inference_batch_size": batch_size,
         "baselines": baseline_metrics(prepared, meta["classes"]),
     }
-    names = (f"{name}.json", f"{name}_confusion.csv", f"{name}_confusion.png")
+    names = (
+        f"{name}.json",
+        f"{name}_per_class.json",
+        f"{name}_confusion.csv",
+        f"{name}_confusion.png",
+    )
     mlflow.set_tracking_uri(mlflow_uri)
     # The training run is re-opened (RUNNING) and ends FINISHED, or FAILED on any exception,
     # including one while the outputs replace the old ones: those are renamed into place
     # together, last, so a failure leaves the previous evaluation whole.
     with (
         mlflow.start_run(run_id=run_id),
-        atomic_outputs(*(out_dir / n for n in names)) as (json_tmp, table, picture),
+        atomic_outputs(*(out_dir / n for n in names)) as (json_tmp, per_class_tmp, table, picture),
     ):
-        _write_plots(metrics, y, pred, meta["classes"], table, picture)
+        _write_plots(
+            metrics, per_class["confusion_matrix"], y, pred, meta["classes"], table, picture
+        )
         # Logged at the kept epoch, so the logged model also holds the kept weights' training
         # and validation figures (MLflow attaches the run's metrics at the model's step).
         example = raw_from_prepared(prepared, meta)[:2]
         info = log_pyfunc(name, model_dir, prepared / "meta.json", example, step=kept_epoch)
         metrics |= {"mlflow_model_uri": info.model_uri, "mlflow_model_id": info.model_id}
-        _log_metrics(client, run_id, metrics, kept_epoch)
+        _log_metrics(client, run_id, metrics, per_class["per_class"], kept_epoch)
         _log_picture(client, run_id, picture)
         json_tmp.write_text(json_text(metrics))
+        per_class_tmp.write_text(json_text(per_class))
     return metrics
 
 
-def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], step: int) -> None:
+def _log_metrics(
+    client: MlflowClient,
+    run_id: str,
+    metrics: dict[str, Any],
+    per_class: dict[str, dict[str, float]],
+    step: int,
+) -> None:
     """The scalar metrics and the precision and recall of each class, which the logged model
     holds too, and the baselines', in one request."""
     own = {
@@ -140,10 +162,10 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], ste
         for k, v in metrics.items()
         if k.startswith(("test_", "inference_", "latency")) and isinstance(v, float | int)
     }
-    keys = metric_keys(list(metrics["per_class"]))
+    keys = metric_keys(list(per_class))
     own |= {
         f"test_{score}_{keys[c]}": v[score]
-        for c, v in metrics["per_class"].items()
+        for c, v in per_class.items()
         for score in ("precision", "recall")
     }
     baselines = {
@@ -198,8 +220,17 @@ def _training_run(train_metrics: Path) -> tuple[str, int]:
 
 
 def _write_plots(
-    metrics: dict, y: np.ndarray, pred: np.ndarray, classes: list[str], table: Path, picture: Path
+    metrics: dict,
+    confusion: list[list[int]],
+    y: np.ndarray,
+    pred: np.ndarray,
+    classes: list[str],
+    table: Path,
+    picture: Path,
 ) -> None:
+    """The CSV that DVC plots as a confusion matrix, and a PNG of the same matrix. Both put
+    the actual class on the y axis and the predicted one on the x axis (dvc.yaml: `x: predicted`,
+    `y: actual`), as scikit-learn's ConfusionMatrixDisplay does."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +241,7 @@ def _write_plots(
         writer.writerow(("actual", "predicted"))
         writer.writerows((classes[a], classes[p]) for a, p in zip(y, pred, strict=True))
 
-    matrix = np.array(metrics["confusion_matrix"])
+    matrix = np.array(confusion)
     size = 2.0 + 0.5 * len(classes)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")

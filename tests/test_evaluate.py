@@ -4,16 +4,20 @@ import csv
 import errno
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib.figure
 import mlflow
 import numpy as np
 import pytest
+import yaml
 
 from stages import atomic, evaluate
 from stages.errors import PipelineError
 from stages.metrics import classification_metrics
+from tests.conftest import REPO
 from tests.test_train import PARAMS, raising, run_tiny, tiny_prepared
 
 
@@ -64,6 +68,10 @@ def evaluated(tmp_path_factory):
     return work, results
 
 
+def per_class(work: Path, name: str) -> dict:
+    return json.loads((work / "eval" / f"{name}_per_class.json").read_text())
+
+
 def test_writes_metrics_and_plots(evaluated):
     work, results = evaluated
     for name, metrics in results.items():
@@ -86,10 +94,58 @@ def test_writes_metrics_and_plots(evaluated):
         with (work / "eval" / f"{name}_confusion.csv").open(newline="") as f:
             rows = list(csv.reader(f))
         assert rows[0] == ["actual", "predicted"] and len(rows) == 1 + metrics["n_test"]
-        assert {a for a, _ in rows[1:]} <= set(metrics["per_class"])
         correct = sum(a == p for a, p in rows[1:])
         assert correct / metrics["n_test"] == pytest.approx(metrics["test_accuracy"])
         assert (work / "eval" / f"{name}_confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_file_holds_headline_figures_and_the_per_class_file_the_rest(evaluated):
+    """`dvc metrics show` gets one column per headline figure, none per class."""
+    work, results = evaluated
+    for name, metrics in results.items():
+        assert not set(metrics) & {"per_class", "confusion_matrix"}
+        assert not any(isinstance(v, list) for v in metrics.values())
+        detail = per_class(work, name)
+        assert set(detail) == {"classes", "per_class", "confusion_matrix"}
+        classes = detail["classes"]  # the order of the matrix's rows and columns
+        assert set(detail["per_class"]) == set(classes)
+        for scores in detail["per_class"].values():
+            assert set(scores) == {"precision", "recall", "support"}
+        # The matrix counts the CSV's (actual, predicted) pairs: rows actual, columns predicted.
+        with (work / "eval" / f"{name}_confusion.csv").open(newline="") as f:
+            pairs = Counter(tuple(row) for row in list(csv.reader(f))[1:])
+        assert detail["confusion_matrix"] == [[pairs[a, p] for p in classes] for a in classes]
+        assert [sum(row) for row in detail["confusion_matrix"]] == [
+            detail["per_class"][c]["support"] for c in classes
+        ]
+
+
+def test_the_png_and_the_dvc_plot_put_actual_and_predicted_on_the_same_axes(monkeypatch, tmp_path):
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    (declared,) = (
+        props for plot in stage["plots"] for path, props in plot.items() if "_confusion.csv" in path
+    )
+    drawn = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *args, **kw: (drawn.append(fig.axes[0]), save(fig, *args, **kw)),
+    )
+    classes = ["a", "b", "c"]
+    y, pred = np.array([0, 0, 1, 2, 2, 2]), np.array([1, 0, 1, 0, 2, 2])
+    confusion = classification_metrics(y, pred, classes)["confusion_matrix"]
+    headline = {"test_accuracy": 4 / 6, "n_test": 6}
+    evaluate._write_plots(
+        headline, confusion, y, pred, classes, tmp_path / "m.csv", tmp_path / "m.png"
+    )
+    (ax,) = drawn
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (declared["x"], declared["y"])
+    assert (declared["x"], declared["y"]) == ("predicted", "actual")
+    # imshow draws row 0 at the top, as Vega-Lite's ascending y axis does: rows are actual.
+    assert ax.images[0].get_array().tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == classes
+    assert ax.yaxis_inverted()
 
 
 def test_logs_to_the_training_run(evaluated):
@@ -124,7 +180,7 @@ def test_the_logged_model_is_named_after_the_model_and_holds_its_metrics(evaluat
         assert logged.name == name
         held = {m.key: m for m in logged.metrics}
         expected = {k: metrics[k] for k in ("test_accuracy", "test_macro_f1", "test_loss")}
-        expected["test_precision_a"] = metrics["per_class"]["a"]["precision"]
+        expected["test_precision_a"] = per_class(work, name)["per_class"]["a"]["precision"]
         for key, value in expected.items():
             assert held[key].value == pytest.approx(value), key
         assert not any(key.startswith("baseline_") for key in held)  # the baselines' own
@@ -136,14 +192,15 @@ def test_the_logged_model_is_named_after_the_model_and_holds_its_metrics(evaluat
 
 def test_class_names_mlflow_refuses_become_distinct_metric_names(evaluated):
     work, results = evaluated
-    assert list(results["cnn"]["per_class"]) == sorted(ODD_CLASSES)  # the JSON keeps them
+    scores = per_class(work, "cnn")["per_class"]
+    assert list(scores) == sorted(ODD_CLASSES)  # the JSON keeps them
     run = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(
         results["cnn"]["mlflow_run_id"]
     )
     for score in ("precision", "recall"):
         logged = {k: v for k, v in run.data.metrics.items() if k.startswith(f"test_{score}_")}
         assert len(logged) == len(ODD_CLASSES), score
-        assert logged[f"test_{score}_a"] == results["cnn"]["per_class"]["a"][score]
+        assert logged[f"test_{score}_a"] == scores["a"][score]
     keys = evaluate.metric_keys(list(ODD_CLASSES))
     assert keys == evaluate.metric_keys(list(reversed(ODD_CLASSES)))  # not order-dependent
     assert keys["big, dog"].startswith("big_ dog-") and keys["a"] == "a"
