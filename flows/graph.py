@@ -83,6 +83,18 @@ def read_graph(root: Path) -> StageGraph:
         repo.close()
 
 
+def stale_stages(root: Path) -> set[str]:
+    """The stages whose dependencies, params or outputs differ from dvc.lock (`dvc status`),
+    asked once: a stage that is not stale, and none of whose upstream stages runs, needs no
+    `dvc repro` process of its own."""
+    repo = Repo(str(root))
+    try:
+        with repo.lock:
+            return {_address(stage) for stage in repo.index.stages if stage.cmd and stage.status()}
+    finally:
+        repo.close()
+
+
 def _address(stage) -> str:  # noqa: ANN001 (a dvc Stage)
     """`name` for the root dvc.yaml, `path/dvc.yaml:name` elsewhere, as `dvc repro` takes it in
     the repository root (DVC's own `addressing` is relative to the working directory)."""

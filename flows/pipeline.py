@@ -2,9 +2,11 @@
 
 `python -m flows.pipeline [--stages S ...] [--models M ...] [--force]`
 
-The stage graph comes from dvc.yaml through DVC's API; each task runs
-`dvc repro --single-item <stage>`, so dvc.lock stays the one record and DVC itself skips
-unchanged stages: a skipped stage's task ends Completed, named "Skipped". Independent stages
+The stage graph comes from dvc.yaml through DVC's API, and DVC is asked once which stages are
+stale (`dvc status`). Each stage is a task: a stale stage, or one downstream of a stage that ran,
+runs `dvc repro --single-item <stage>`, so dvc.lock stays the one record and DVC itself has the
+last word on what to skip; any other stage starts no process. A skipped stage's task ends
+Completed, named "Skipped". Independent stages
 run at the same time, up to `flow.max_parallel` (and `flow.max_parallel_train` trainings); a
 stage starts when its upstream stages have finished, and its task waits for theirs (`wait_for`),
 so the flow run's graph in the UI shows the pipeline.
@@ -35,7 +37,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.graph import read_graph
+from flows.graph import read_graph, stale_stages
 from flows.links import mlflow_ui_url
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
@@ -80,10 +82,14 @@ def backoff_rest(tries: int, delay: float) -> float:
 
 
 @task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, root: str, force: bool) -> str | State:
+def run_stage(stage: str, root: str, force: bool, changed: bool) -> str | State:
     """`dvc repro --single-item <stage>`, its output streamed into this task's log (without the
-    tools' hints, flows/stage_log.py); a stage DVC skipped ends in Completed named "Skipped"."""
+    tools' hints, flows/stage_log.py), when it may have work (`changed`); a stage skipped, by
+    the flow or by DVC, ends in Completed named "Skipped"."""
     logger = get_run_logger()
+    if not changed:
+        logger.info(f"{stage}: unchanged since dvc.lock, and so is everything upstream")
+        return Completed(name="Skipped", data="skipped")
     context = TaskRunContext.get()
     assert context is not None  # in a task run
     rest = backoff_rest(context.task_run.run_count, context.task.retry_delay_seconds)
@@ -146,6 +152,7 @@ def pipeline(
     root = Path(project_dir) if project_dir else ROOT
     params = load_params(root / "params.yaml")
     graph = read_graph(root).select(stages, models)
+    stale = set(graph.upstream) if force else stale_stages(root)
     cfg = params.flow
     stage_task = run_stage.with_options(
         retries=cfg.retries,
@@ -169,8 +176,13 @@ def pipeline(
                 status[stage] = "not run"
                 logger.warning(f"{stage}: not run, an upstream stage failed")
             elif all(u in status for u in upstream) and _has_room(stage, running, cfg):
+                changed = stage in stale or any(status[u] == "ran" for u in upstream)
                 running[stage] = futures[stage] = stage_task.submit(
-                    stage, str(root), force, wait_for=[futures[u] for u in sorted(upstream)]
+                    stage,
+                    str(root),
+                    force,
+                    changed,
+                    wait_for=[futures[u] for u in sorted(upstream)],
                 )
         if running:  # sleep until a stage finishes (its retries happen inside the task)
             wait([f.wrapped_future for f in running.values()], return_when=FIRST_COMPLETED)
