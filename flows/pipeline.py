@@ -38,7 +38,7 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.graph import read_graph, stale_stages
-from flows.links import mlflow_ui_url
+from stages.links import mlflow_ui_url
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
     DECISIONS_DESCRIPTION,

@@ -1,5 +1,5 @@
 """The end-of-run summary of what this run decided: the test metrics of the models it evaluated
-and the registry decisions it made, with links into the MLflow UI (flows/links.py)."""
+and the registry decisions it made, with links into the MLflow UI (stages/links.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from flows.links import run_url, version_url
+from stages.links import run_url, version_url
 from stages.config import Params
 
 COLUMNS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss", "n_test")

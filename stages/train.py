@@ -39,6 +39,7 @@ from lightning_modules.system import Classifier, NonFiniteLossError
 from stages.atomic import atomic_outputs, json_text, write_json
 from stages.config import MlflowConfig, ModelConfig, TrainerConfig, load_params
 from stages.errors import PipelineError, cli, item_name
+from stages.links import mlflow_ui_url, run_url
 from stages.run_record import ensure_experiment, log_training_data, run_params
 from stages.tracking import artifact_location, connect, dvc_out_hash, git_commit, tracking_uri
 
@@ -181,7 +182,21 @@ def run(
                 client.set_tag(run_id, key, metrics[key])
             client.log_metric(run_id, "best_val_accuracy", metrics["best_val_accuracy"], step=kept)
         shutil.rmtree(checkpoints, ignore_errors=True)
+        experiment = client.get_run(run_id).info.experiment_id
+        print(_done_line(name, metrics, selection), flush=True)
+        print(f"MLflow run: {run_url(mlflow_ui_url(mlflow_uri), experiment, run_id)}", flush=True)
         return metrics
+
+
+def _done_line(name: str, metrics: dict[str, Any], selection: str) -> str:
+    """What the train log ends with: the kept epoch and its validation figures, the time."""
+    kept = "best val_loss" if selection == SELECT_BEST else "the last"
+    return (
+        f"train@{name}: kept epoch {metrics['kept_epoch'] + 1}/{metrics['epochs']} ({kept}): "
+        f"val_loss {metrics['best_val_loss']:.4f}  val_acc {metrics['best_val_accuracy']:.4f}  "
+        f"{metrics['train_seconds']:.0f} s, {metrics['samples_per_second']:g} samples/s "
+        f"on {metrics['device']}"
+    )
 
 
 @contextmanager

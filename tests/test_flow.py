@@ -17,9 +17,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
-from flows.links import MAKE_UI
 from flows.pipeline import pipeline
 from stages.config import load_params
+from stages.links import MAKE_UI
 from tests.conftest import REPO
 
 PARAMS = load_params(REPO / "params.yaml")

@@ -8,7 +8,6 @@ from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from prefect.tasks import exponential_backoff
 
-from flows.links import MAKE_UI, mlflow_ui_url, version_url
 from flows.pipeline import BIN, backoff_rest
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
@@ -19,6 +18,7 @@ from flows.summary import (
     table_rows,
 )
 from stages.config import load_params
+from stages.links import MAKE_UI, mlflow_ui_url, version_url
 from tests.conftest import REPO
 
 PARAMS = load_params(REPO / "params.yaml")
@@ -33,6 +33,10 @@ def no_ui_override(monkeypatch):
 def test_mlflow_ui_is_the_tracking_server_or_make_ui_or_the_override(monkeypatch):
     assert mlflow_ui_url("https://tracking.example/mlflow/") == "https://tracking.example/mlflow"
     assert mlflow_ui_url("sqlite:////repo/mlflow.db") == MAKE_UI
+    # Links land in logs and artifacts: never with the credentials of the tracking URI.
+    assert (
+        mlflow_ui_url("https://ann:s3cret@tracking.example:8443") == "https://tracking.example:8443"
+    )
     monkeypatch.setenv("MLFLOW_UI_URL", "https://ui.example/")
     assert mlflow_ui_url("sqlite:////repo/mlflow.db") == "https://ui.example"
     assert mlflow_ui_url("http://127.0.0.1:5000") == "https://ui.example"

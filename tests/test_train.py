@@ -19,6 +19,7 @@ from lightning_modules.export import load_classifier, weights_sha256
 from stages import prepare, train
 from stages.config import load_params, parse_params
 from stages.errors import PipelineError
+from stages.links import MAKE_UI
 from tests.conftest import REPO, tiny_cases, write_image_folder, write_ts_pair
 
 PARAMS = load_params(REPO / "params.yaml")
@@ -446,8 +447,14 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 
 def test_one_line_per_epoch_with_its_figures(tmp_path, capsys):
-    run_tiny(tmp_path, "cnn")
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    metrics = run_tiny(tmp_path, "cnn")
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("epoch ")]
+    # Then the kept epoch's figures, and the run's page in the MLflow UI.
+    assert out[-2].startswith(f"train@cnn: kept epoch {metrics['kept_epoch'] + 1}/3 ")
+    assert f"val_acc {metrics['best_val_accuracy']:.4f}" in out[-2]
+    assert out[-1].startswith(f"MLflow run: {MAKE_UI}/#/experiments/")
+    assert out[-1].endswith(f"/runs/{metrics['mlflow_run_id']}")
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     for line in lines:
         words = line.split()

@@ -8,7 +8,7 @@ else a tracking server's own URL, since `mlflow server` serves the UI beside its
 from __future__ import annotations
 
 import os
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 MAKE_UI = "http://127.0.0.1:5000"  # the Makefile's `ui` target
 
@@ -18,7 +18,10 @@ def mlflow_ui_url(tracking_uri: str) -> str:
     if override:
         return override.rstrip("/")
     if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
+        # Without the user and password a tracking URI may carry: the link lands in logs and
+        # artifacts, and the browser asks for them.
+        parts = urlsplit(tracking_uri)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
     return MAKE_UI
 
 
