@@ -36,7 +36,9 @@ class StageGraph:
     def select(self, targets: list[str] | None, models: list[str] | None) -> StageGraph:
         """The stages named (a stage, or a group such as `train`) and everything upstream of
         them, which DVC skips when unchanged. `models` keeps, of the per-model stages, only
-        those of the given models, with the data stages they need and what follows them."""
+        those of the given models, with the data stages they need and the stages after them
+        that read nothing of the models left out: not `register`, which decides over every
+        model's evaluation (other models' files may be from another workspace's run)."""
         chosen = set(self.upstream)
         if targets:
             chosen = {s for s in self.upstream if s in targets or s.split("@")[0] in targets}
@@ -51,7 +53,12 @@ class StageGraph:
                 raise ValueError(f"unknown models {sorted(unknown)}")
             excluded = {s for s in per_model if s.split("@")[1] not in models}
             kept = per_model - excluded
-            after = {d for s in kept for d in self.downstream(s)} - per_model
+            after = {
+                d
+                for s in kept
+                for d in self.downstream(s)
+                if not self._with_upstream({d}, set()) & excluded
+            } - per_model
             chosen &= self._with_upstream(kept, excluded) | after
         closure = self._with_upstream(chosen, excluded)
         return StageGraph({s: up & closure for s, up in self.upstream.items() if s in closure})
@@ -65,32 +72,27 @@ class StageGraph:
 
 
 def read_graph(root: Path) -> StageGraph:
+    return read_pipeline(root, stale=False)[0]
+
+
+def read_pipeline(root: Path, stale: bool = True) -> tuple[StageGraph, set[str]]:
+    """The stage graph, and (`stale`) the stages whose dependencies, params or outputs differ
+    from dvc.lock (`dvc status`), asked of DVC once: a stage that is not stale, and none of
+    whose upstream stages runs, needs no `dvc repro` process of its own."""
     repo = Repo(str(root))
     try:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         # `.dvc` files of data added with `dvc add` are stages too, that run nothing: they are
         # neither tasks nor anyone's upstream task (DVC checks their hashes itself).
-        return StageGraph(
-            {
-                _address(stage): frozenset(
-                    _address(dep) for dep in graph.successors(stage) if dep.cmd
-                )
-                for stage in repo.index.stages
-                if stage.cmd
-            }
-        )
-    finally:
-        repo.close()
-
-
-def stale_stages(root: Path) -> set[str]:
-    """The stages whose dependencies, params or outputs differ from dvc.lock (`dvc status`),
-    asked once: a stage that is not stale, and none of whose upstream stages runs, needs no
-    `dvc repro` process of its own."""
-    repo = Repo(str(root))
-    try:
+        stages = [stage for stage in repo.index.stages if stage.cmd]
+        upstream = {
+            _address(stage): frozenset(_address(dep) for dep in graph.successors(stage) if dep.cmd)
+            for stage in stages
+        }
+        if not stale:
+            return StageGraph(upstream), set()
         with repo.lock:
-            return {_address(stage) for stage in repo.index.stages if stage.cmd and stage.status()}
+            return StageGraph(upstream), {_address(s) for s in stages if s.status()}
     finally:
         repo.close()
 

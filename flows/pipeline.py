@@ -26,10 +26,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
@@ -37,8 +37,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.graph import read_graph, stale_stages
-from stages.links import mlflow_ui_url
+from flows.graph import PER_MODEL, read_pipeline
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
     DECISIONS_DESCRIPTION,
@@ -50,6 +49,7 @@ from flows.summary import (
 )
 from stages.config import load_params
 from stages.errors import TRANSIENT_EXIT, PipelineError, TransientError
+from stages.links import mlflow_ui_url
 from stages.tracking import connect, tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,8 +151,16 @@ def pipeline(
     logger = get_run_logger()
     root = Path(project_dir) if project_dir else ROOT
     params = load_params(root / "params.yaml")
-    graph = read_graph(root).select(stages, models)
-    stale = set(graph.upstream) if force else stale_stages(root)
+    full, stale = read_pipeline(root, stale=not force)
+    graph = full.select(stages, models)
+    left_out = set(full.select(stages, None).upstream) - set(graph.upstream)
+    shared = sorted(s for s in left_out if s.split("@")[0] not in PER_MODEL)
+    if shared:
+        logger.info(
+            f"not run with --models: {', '.join(shared)} (reads the other models' outputs too; "
+            f"run it with --stages {' '.join(shared)})"
+        )
+    stale = set(graph.upstream) if force else stale & set(graph.upstream)
     cfg = params.flow
     stage_task = run_stage.with_options(
         retries=cfg.retries,
@@ -160,7 +168,9 @@ def pipeline(
         retry_condition_fn=_retry_transient,
     )
     uri = tracking_uri(params.mlflow.tracking_uri, root)
-    if uri.startswith("sqlite:"):
+    if stale and uri.startswith("sqlite:"):
+        from mlflow import MlflowClient  # a second to import: only when a stage may run
+
         # Create a new SQLite store once, before stages that write to it start side by side.
         MlflowClient(uri).search_experiments(max_results=1)
     status: dict[str, str] = {}
@@ -224,10 +234,10 @@ def _publish_summary(params: Any, root: Path, uri: str, status: dict[str, str]) 
         s.split("@")[1] for s, v in status.items() if s.startswith("evaluate@") and v == "ran"
     ]
     rows = metric_rows(params, root, evaluated)
-    try:
-        client = connect(uri, params.mlflow)
-    except TransientError:
-        client = None  # the summary still names the runs, without links
+    client = None  # the summary still names the runs, without links
+    if rows or status.get("register") == "ran":  # else it links to nothing
+        with suppress(TransientError):
+            client = connect(uri, params.mlflow)
     ui = mlflow_ui_url(uri)
     if rows:
         create_table_artifact(

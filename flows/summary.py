@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
-from stages.links import run_url, version_url
 from stages.config import Params
+from stages.links import run_url, version_url
+
+if TYPE_CHECKING:  # MLflow is imported only where a client is at hand: the flow with
+    # nothing to do never imports it
+    from mlflow import MlflowClient
 
 COLUMNS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss", "n_test")
 # The test accuracy of each baseline (stages/baselines.py), beside the model's.
@@ -100,6 +101,8 @@ def _version_link(name: str, version: str, ui: str) -> str:
 def _run_link(client: MlflowClient | None, ui: str, run_id: str) -> str:
     if client is None:
         return run_id
+    from mlflow.exceptions import MlflowException
+
     try:
         experiment = client.get_run(run_id).info.experiment_id
     except MlflowException:  # not in this store, or its server does not answer

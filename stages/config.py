@@ -67,12 +67,15 @@ class ImageSpec(Section):
 
 class SequenceSpec(Section):
     """Expected channel count of every series (None accepts whatever the train file has), and
-    the normalisation: `dataset` scales each channel by the train split's mean and deviation;
-    `series` first z-normalises each series per channel over its own steps (the UCR archive's
-    convention: a series' offset and amplitude carry no class information), then the same."""
+    the normalisation: `series` gives the model each series' shape, z-normalised per channel
+    over its own steps, and its level and scale as channels of their own; `dataset` scales each
+    channel by the train split's mean and deviation alone. Either way the train split's
+    statistics come last. `series` is the default: chosen by cross-validation over the
+    sequence suite (BENCHMARKS.md), where series of very different amplitudes (PLAID) defeat
+    `dataset`."""
 
     channels: Annotated[int, Field(ge=1)] | None = None
-    normalize: Literal["dataset", "series"] = "dataset"
+    normalize: Literal["series", "dataset"] = "series"
 
 
 class SplitSpec(Section):

@@ -6,8 +6,8 @@ Writes `<paths.metrics>/eval/<model>.json` (a DVC metric: the headline figures o
 `dvc metrics show` stays readable), `<model>_per_class.json` (each class's precision, recall
 and support, and the confusion matrix), `<model>_confusion.csv` (actual/predicted per test
 example, a DVC plot) and `<model>_confusion.png`. Logs the same metrics, per-class ones
-included, and the PNG (as `evaluation/confusion.png` in every run, so MLflow's compare view
-shows them side by side) to the model's training run, and the pyfunc model
+included, and the PNG (as `confusion.png` at the top of every run's artifacts, so MLflow's
+compare view shows them side by side) to the model's training run, and the pyfunc model
 (stages/pyfunc_model.py) that takes raw input, named after the model and holding the test
 metrics. Beside the model's, the scores of simple baselines on the same test split
 (stages/baselines.py). The four files replace the old ones together, once the logging has
@@ -47,7 +47,9 @@ from stages.tracking import connect, redact, tracking_uri
 
 # What metric_keys replaces in a class name.
 UNSAFE_IN_METRIC_NAMES = re.compile(r"[^\w.\- ]")
-CONFUSION_ARTIFACT = "confusion.png"  # one name in every run: the compare view pairs them
+# One name in every run, at the top of its artifacts: MLflow's compare view pairs artifacts of
+# the same name, and looks into no folder.
+CONFUSION_ARTIFACT = "confusion.png"
 # What classification_metrics gives per class: `<model>_per_class.json`, not the DVC metric.
 PER_CLASS_KEYS = ("per_class", "confusion_matrix")
 
@@ -182,11 +184,11 @@ def _log_metrics(
 
 
 def _log_picture(client: MlflowClient, run_id: str, picture: Path) -> None:
-    """The confusion matrix as `evaluation/confusion.png` (the DVC plot keeps its own name)."""
+    """The confusion matrix as `confusion.png` (the DVC plot keeps its own name)."""
     with tempfile.TemporaryDirectory() as folder:
         logged = Path(folder) / CONFUSION_ARTIFACT
         shutil.copyfile(picture, logged)
-        client.log_artifact(run_id, str(logged), artifact_path="evaluation")
+        client.log_artifact(run_id, str(logged))
 
 
 def metric_keys(classes: list[str]) -> dict[str, str]:

@@ -4,10 +4,13 @@ Reads `datasets.<name>` of params.yaml and the raw files at `datasets.<name>.pat
 Writes `<paths.prepared>/<name>/`:
 - `x_<split>.npy` float32, normalised with train-split statistics (sequences optionally per
   series first): images (N, C, H, W),
-  sequences (N, T, C) zero-padded to the longest series of all splits;
+  sequences (N, T, C), or (N, T, 3·C) per series, zero-padded to the longest series of all
+  splits;
 - `y_<split>.npy` int64 class indices; `len_<split>.npy` int64 series lengths (sequences);
 - `series_stats_<split>.npy` float64 (N, 2, C), with `sequence.normalize: series`: each
-  series' own mean and deviation per channel, applied before the train-split statistics;
+  series' own mean and deviation per channel (stages/preprocess.py `per_series`: the series'
+  z-normalised shape, then its level and scale as 2·C more channels, then the train-split
+  statistics);
 - `files_<split>.txt` (image datasets): each example's file, relative to the raw folder;
 - `meta.json`: classes, input shape, normalisation statistics, counts per split and class,
   a fingerprint of the raw files and one of the test split alone (to tell whether a model
@@ -25,14 +28,17 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from stages.atomic import atomic_dir, write_json
-from stages.config import DatasetConfig, load_params
+from stages.config import DatasetConfig, SequenceSpec, load_params
 from stages.errors import PipelineError, cli, item_name
 from stages.files import visible_files
 from stages.images import list_image_folder, load_image
-from stages.preprocess import series_stats
+from stages.preprocess import per_series
 from stages.tsfile import find_pair, read_ts
 
 SPLITS = ("train", "val", "test")
+# A level channel spreading less than this fraction of a typical series' deviation over the
+# train split, or a scale channel less than this in log units, is constant.
+CONSTANT = 1e-4
 
 
 def run(name: str, ds: DatasetConfig, out: Path) -> dict:
@@ -122,31 +128,44 @@ def _prepare_sequences(ds: DatasetConfig) -> tuple[dict[str, np.ndarray], dict]:
     }
     max_length = max(len(s) for s in train.series + test.series)
     padded = {split: _pad(parts[split], max_length, n_channels) for split in SPLITS}
-    per_series = ds.sequence is not None and ds.sequence.normalize == "series"
-    arrays = {}
-    if per_series:
-        for split in SPLITS:
-            stats = series_stats(padded[split])
-            padded[split] = (padded[split] - stats[:, :1]) / stats[:, 1:]
-            arrays[f"series_stats_{split}"] = stats
-    steps = padded["train"].reshape(-1, n_channels)
-    steps = steps[~np.isnan(steps).all(axis=1)]
-    mean, std = steps.mean(axis=0), steps.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    per_series_mode = (ds.sequence or SequenceSpec()).normalize == "series"
+    arrays, norm = _normalise_series(padded, per_series_mode)
     for split in SPLITS:
-        x = padded[split]
-        arrays[f"x_{split}"] = np.where(np.isnan(x), 0.0, (x - mean) / std).astype(np.float32)
         arrays[f"len_{split}"] = np.array([len(s) for s in parts[split]], dtype=np.int64)
         arrays[f"y_{split}"] = labels[split]
     meta = {
         "classes": classes,
-        "input_shape": [max_length, n_channels],
+        "input_shape": [max_length, arrays["x_train"].shape[2]],
         "channels": n_channels,
         "max_length": max_length,
-        "normalization": {"per_series": per_series, "mean": mean.tolist(), "std": std.tolist()},
+        "normalization": norm,
         "test_fingerprint": _digest(ds.path, [test_file], classes),
     }
     return arrays, meta
+
+
+def _normalise_series(padded: dict[str, np.ndarray], per_series_mode: bool) -> tuple[dict, dict]:
+    """`x_<split>` (and `series_stats_<split>` per series) from the NaN-padded raw splits, and
+    the normalisation of meta.json: the train split's mean and deviation per channel."""
+    arrays = {}
+    channels = padded["train"].shape[2]
+    # Below this spread over the train split a channel is constant (float noise is not scaled
+    # up): a level or scale shared by every series, as in archives z-normalised already.
+    tolerance = np.zeros(channels)
+    if per_series_mode:
+        for split in SPLITS:
+            padded[split], arrays[f"series_stats_{split}"] = per_series(padded[split])
+        typical_std = np.median(arrays["series_stats_train"][:, 1], axis=0)
+        tolerance = np.concatenate([tolerance, CONSTANT * typical_std, np.full(channels, CONSTANT)])
+    steps = padded["train"].reshape(-1, padded["train"].shape[2])
+    steps = steps[~np.isnan(steps).all(axis=1)]
+    mean, std = steps.mean(axis=0), steps.std(axis=0)
+    std = np.where(std > tolerance, std, 1.0)
+    for split in SPLITS:
+        x = padded[split]
+        arrays[f"x_{split}"] = np.where(np.isnan(x), 0.0, (x - mean) / std).astype(np.float32)
+    norm = {"per_series": per_series_mode, "mean": mean.tolist(), "std": std.tolist()}
+    return arrays, norm
 
 
 def _pad(series: list[np.ndarray], length: int, channels: int) -> np.ndarray:

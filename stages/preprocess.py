@@ -7,7 +7,8 @@ series, or JSON numbers):
   model was trained on, exactly as `prepare` did;
 - sequences: an array (N, T, C) of numbers, any T, where the rows after a series' end
   are NaN (so series of different lengths travel in one array); with `per_series`
-  normalisation each series is first z-normalised per channel over its own steps.
+  normalisation (params: `sequence.normalize: series`) each series becomes its shape and its
+  own level and scale (`per_series`), as `prepare` made them.
 Bad input is a PipelineError with one line that names what is expected, never the input.
 """
 
@@ -105,11 +106,23 @@ def _sequences(array: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         )
     norm = meta["normalization"]
     if norm.get("per_series"):
-        stats = series_stats(np.where(padding[..., None], np.nan, array))
-        array = (array - stats[:, :1]) / stats[:, 1:]
+        array, _ = per_series(np.where(padding[..., None], np.nan, array))
     mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
     x = np.where(padding[..., None], 0.0, (array - mean) / std).astype(np.float32)
     return x, lengths.astype(np.int64)
+
+
+def per_series(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each series (N, T, C, NaN after its end) as its shape, z-normalised per channel over its
+    own steps, followed by its level and scale (mean and log deviation per channel) as 2·C
+    channels constant over its steps: (N, T, 3·C), NaN after each end; and the statistics,
+    `series_stats`. The shape makes series of any offset and amplitude comparable; the level
+    and scale keep what they tell apart (a speaker's spectral envelope, an appliance's power)."""
+    stats = series_stats(padded)
+    shape = (padded - stats[:, :1]) / stats[:, 1:]
+    summary = np.concatenate([stats[:, 0], np.log(stats[:, 1])], axis=1)[:, None, :]
+    ended = np.isnan(shape[..., :1])
+    return np.concatenate([shape, np.where(ended, np.nan, summary)], axis=2), stats
 
 
 def series_stats(padded: np.ndarray) -> np.ndarray:
@@ -141,7 +154,8 @@ def raw_from_prepared(root: Path, meta: dict, split: str = "test") -> np.ndarray
         pixels = np.rint(pixels).clip(0, 255).transpose(0, 2, 3, 1)
         return pixels[..., 0] if meta["channels"] == 1 else pixels  # grey: (N, H, W)
     lengths = np.load(root / f"len_{split}.npy")
-    raw = x * std + mean
+    channels = meta["channels"]  # the raw series' own: the first, shape channels in series mode
+    raw = x[..., :channels] * std[:channels] + mean[:channels]
     if norm.get("per_series"):
         stats = np.load(root / f"series_stats_{split}.npy")
         raw = raw * stats[:, 1:] + stats[:, :1]

@@ -9,13 +9,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from mlflow import MlflowClient
 
 from stages.config import MlflowConfig
 from stages.errors import TransientError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 # `dvc exp run --temp` runs a copy of the repository under .dvc/tmp/exps/; runs it tracks
 # belong in the store of the repository itself.
@@ -62,6 +64,10 @@ def artifact_location(uri: str) -> str | None:
 def connect(uri: str, cfg: MlflowConfig) -> MlflowClient:
     """A client for `uri`; a server that does not answer is retried with exponential backoff,
     then a TransientError. MLflow's own retries for later requests use the same settings."""
+    # Imported here: the flow imports this module, and with nothing to do it needs no client
+    # (MLflow's import alone is a second).
+    from mlflow import MlflowClient
+
     if uri.startswith(("http://", "https://")):
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.retries)
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(cfg.backoff_seconds)

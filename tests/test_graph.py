@@ -55,3 +55,17 @@ def test_flow_runs_the_stages_of_added_data(tmp_path, prefect_harness):
     )
     meta = yaml.safe_load((repo / "data/prepared/tiny/meta.json").read_text())
     assert meta["classes"] == ["a", "b"]
+
+
+def test_models_keep_their_stages_the_data_they_need_and_not_register():
+    """`--models gru`: gru's stages and its dataset's; `register`, which reads every model's
+    evaluation, is left out (the others' may come from another workspace's run)."""
+    graph = read_graph(Path(__file__).resolve().parent.parent)
+    chosen = set(graph.select(None, ["gru"]).upstream)
+    assert chosen == {
+        "ingest@japanese_vowels",
+        "prepare@japanese_vowels",
+        "train@gru",
+        "evaluate@gru",
+    }
+    assert set(graph.select(["register"], None).upstream) == set(graph.upstream)

@@ -100,7 +100,8 @@ def test_prepare_is_byte_identical_twice(make_params, tmp_path):
 def test_sequences_keep_lengths_and_pad(make_params, tmp_path):
     train, test = tiny_cases(8), tiny_cases(3, seed=1)
     folder = write_ts_pair(tmp_path / "seqs", train, test)
-    meta = prepare.run("mine", _sequences(make_params, folder, channels=2), tmp_path / "out")
+    ds = _sequences(make_params, folder, channels=2, normalize="dataset")
+    meta = prepare.run("mine", ds, tmp_path / "out")
     out = tmp_path / "out"
     longest = max(len(c[0][0]) for c in train + test)
     assert meta["input_shape"] == [longest, 2] and meta["max_length"] == longest
@@ -116,35 +117,66 @@ def test_sequences_keep_lengths_and_pad(make_params, tmp_path):
     assert meta["counts"]["train"]["total"] + meta["counts"]["val"]["total"] == 16
 
 
-def test_per_series_normalisation_drops_each_series_offset_and_scale(make_params, tmp_path):
+def test_per_series_normalisation_is_shape_then_level_and_scale(make_params, tmp_path):
     train, test = tiny_cases(8), tiny_cases(3, seed=1)
-    # The same test series again, shifted and scaled per channel: its prepared rows are the same.
+    # The same test series again, shifted and scaled per channel: the same shape, another
+    # level and scale.
     values, label = test[0]
     test.append(([[v * 50.0 + 7.0 for v in values[0]], [v * 0.5 - 3.0 for v in values[1]]], label))
     folder = write_ts_pair(tmp_path / "seqs", train, test)
     meta = prepare.run("mine", _sequences(make_params, folder, normalize="series"), tmp_path / "o")
     out = tmp_path / "o"
     assert meta["normalization"]["per_series"] is True
+    assert meta["channels"] == 2 and meta["input_shape"][1] == 6  # shape, level, log-scale
     x, lengths = np.load(out / "x_test.npy"), np.load(out / "len_test.npy")
     n = lengths[0]
-    np.testing.assert_allclose(x[-1, :n], x[0, :n], atol=1e-5)
+    np.testing.assert_allclose(x[-1, :n, :2], x[0, :n, :2], atol=1e-5)
+    assert not np.allclose(x[-1, :n, 2:], x[0, :n, 2:])
+    assert (x[0, :n, 2:] == x[0, 0, 2:]).all()  # level and scale: constant over the steps
     assert not x[0, n:].any()  # padding stays zero
     stats = np.load(out / "series_stats_test.npy")
     assert stats.shape == (len(test), 2, 2)
     np.testing.assert_allclose(stats[0, 0], np.mean(values, axis=1))
     np.testing.assert_allclose(stats[0, 1], np.std(values, axis=1))
-    # Before the train split's statistics, every train series is zero-mean, unit-deviation.
     mean, std = (np.array(meta["normalization"][k]) for k in ("mean", "std"))
+    expected_level = (stats[0, 0] - mean[2:4]) / std[2:4]
+    np.testing.assert_allclose(x[0, 0, 2:4], expected_level, rtol=1e-5)
+    # Before the train split's statistics, every train series' shape is zero-mean, unit-deviation.
     x_train, len_train = np.load(out / "x_train.npy"), np.load(out / "len_train.npy")
     for row, m in zip(x_train, len_train, strict=True):
-        series = row[:m] * std + mean
-        np.testing.assert_allclose(series.mean(axis=0), 0.0, atol=1e-5)
-        np.testing.assert_allclose(series.std(axis=0), 1.0, atol=1e-5)
+        shape = row[:m, :2] * std[:2] + mean[:2]
+        np.testing.assert_allclose(shape.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(shape.std(axis=0), 1.0, atol=1e-5)
+
+
+def test_series_normalisation_is_the_default(make_params, tmp_path):
+    folder = write_ts_pair(tmp_path / "seqs", tiny_cases(8), tiny_cases(3, seed=1))
+    meta = prepare.run("mine", _sequences(make_params, folder), tmp_path / "o")
+    assert meta["normalization"]["per_series"] is True and meta["input_shape"][1] == 6
+
+
+def test_a_level_every_series_shares_is_no_feature(make_params, tmp_path):
+    """An archive z-normalised already: the level and scale channels are float noise around
+    one value, and stay zero instead of being scaled up to unit deviation."""
+
+    def znormed(n, seed):
+        cases = tiny_cases(n, seed=seed)
+        for values, _ in cases:
+            for ch in values:
+                a = np.array(ch)
+                ch[:] = ((a - a.mean()) / a.std()).tolist()
+        return cases
+
+    folder = write_ts_pair(tmp_path / "seqs", znormed(8, 0), znormed(3, 1))
+    prepare.run("mine", _sequences(make_params, folder, normalize="series"), tmp_path / "o")
+    x = np.load(tmp_path / "o" / "x_train.npy")
+    assert np.abs(x[..., 2:]).max() < 1e-3
+    assert np.abs(x[..., :2]).max() > 0.5
 
 
 def test_dataset_normalisation_writes_no_series_statistics(make_params, tmp_path):
     folder = write_ts_pair(tmp_path / "seqs", tiny_cases(8), tiny_cases(3, seed=1))
-    meta = prepare.run("mine", _sequences(make_params, folder), tmp_path / "o")
+    meta = prepare.run("mine", _sequences(make_params, folder, normalize="dataset"), tmp_path / "o")
     assert meta["normalization"]["per_series"] is False
     assert not list((tmp_path / "o").glob("series_stats_*"))
 

@@ -104,13 +104,18 @@ def test_served_input_matches_prepare(make_params, tmp_path, normalize):
     assert lengths.tolist() == np.load(tmp_path / "out" / "len_test.npy").tolist()
 
 
-def test_per_series_model_ignores_each_series_offset_and_scale():
-    meta = SEQUENCE_META | {"normalization": SEQUENCE_META["normalization"] | {"per_series": True}}
+def test_per_series_model_sees_shape_apart_from_level_and_scale():
+    per_series = {"per_series": True, "mean": [0.0] * 6, "std": [1.0] * 6}
+    meta = SEQUENCE_META | {"normalization": per_series}
     series = np.random.default_rng(2).normal(size=(3, 6, 2))
     series[0, 4:] = np.nan  # a shorter series
     x, lengths = to_model_input(series, meta)
-    moved = series * np.array([[[10.0]], [[0.5]], [[3.0]]]) + np.array([[[4.0, -2.0]]])
-    np.testing.assert_allclose(to_model_input(moved, meta)[0], x, atol=1e-5)
-    assert lengths.tolist() == [4, 6, 6] and not x[0, 4:].any()
+    assert x.shape == (3, 6, 6) and lengths.tolist() == [4, 6, 6] and not x[0, 4:].any()
+    scale, level = np.array([[[10.0]], [[0.5]], [[3.0]]]), np.array([[[4.0, -2.0]]])
+    moved, _ = to_model_input(series * scale + level, meta)
+    np.testing.assert_allclose(moved[..., :2], x[..., :2], atol=1e-5)  # the same shapes
+    # meta's statistics are 0 and 1 here: the level and log-scale channels are the raw ones.
+    np.testing.assert_allclose(moved[1, 0, 2:4], 0.5 * x[1, 0, 2:4] + [4.0, -2.0], atol=1e-5)
+    np.testing.assert_allclose(moved[1, 0, 4:] - x[1, 0, 4:], np.log(0.5), atol=1e-5)
     steady = np.ones((1, 5, 2))  # a constant series is centred, not divided by zero
     assert np.isfinite(to_model_input(steady, meta)[0]).all()
