@@ -153,8 +153,10 @@ def pipeline(
     params = load_params(root / "params.yaml")
     full, stale = read_pipeline(root, stale=not force)
     graph = full.select(stages, models)
-    left_out = set(full.select(stages, None).upstream) - set(graph.upstream)
-    shared = sorted(s for s in left_out if s.split("@")[0] not in PER_MODEL)
+    # The stages after the chosen models' that `--models` leaves out (register): said, since
+    # they would run without it.
+    after = set().union(*(full.downstream(s) for s in graph.upstream)) if models else set()
+    shared = sorted(s for s in after - set(graph.upstream) if s.split("@")[0] not in PER_MODEL)
     if shared:
         logger.info(
             f"not run with --models: {', '.join(shared)} (reads the other models' outputs too; "

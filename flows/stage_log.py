@@ -12,7 +12,9 @@ from pathlib import Path
 #   turns them off, by `git add`-ing for the user, and no option or variable only silences them;
 #   `dvc repro --quiet` would silence the "Running stage" lines the task's outcome is read from.
 # - Lightning's litlogger tip, printed by every Trainer without a LitLogger
-#   (lightning/pytorch/trainer/connectors/logger_connector), with no switch to turn it off.
+#   (lightning/pytorch/trainer/connectors/logger_connector), with no switch to turn it off; its
+#   TPU line (this project trains on CPUs and CUDA GPUs; the GPU line stays), its note on
+#   sizing the schedule, and its deprecation warning about torch 2.13's pytree API.
 NOISE = re.compile(
     r"To track the changes with git, run:"
     r"|\s+git add .*"
@@ -20,6 +22,9 @@ NOISE = re.compile(
     r"|\s+dvc config core\.autostage true"
     r"|Use `dvc push` to send your updates to remote storage\."
     r"|💡 Tip: For seamless cloud logging .*litlogger.*"
+    r"|TPU available: .*"
+    r"|Loading `train_dataloader` to estimate number of stepping batches\."
+    r"|.*/lightning/pytorch/utilities/_pytree\.py:\d+: `isinstance\(treespec, LeafSpec\)` .*"
 )
 
 

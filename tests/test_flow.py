@@ -176,6 +176,14 @@ def test_second_run_skips_every_stage(flow_repo):
     assert "Nothing changed in this run" in found["registry-decisions"]
 
 
+def test_models_leave_register_out_and_say_so(flow_repo):
+    root, _ = flow_repo
+    state = pipeline(models=["cnn"], project_dir=str(root), return_state=True)
+    assert set(state.result()) == {"ingest@digits", "prepare@digits", "train@cnn", "evaluate@cnn"}
+    messages = logs(state, skipped=4)
+    assert any(m.startswith("not run with --models: register ") for m in messages)
+
+
 def test_a_changed_param_runs_its_stages_and_what_follows_only(flow_repo):
     root, _ = flow_repo
     original = (root / "params.yaml").read_text()

@@ -145,6 +145,11 @@ def test_descriptions_render_their_paths_literally():
         "💡 Tip: For seamless cloud logging and experiment tracking, try installing "
         "[litlogger](https://pypi.org/project/litlogger/) to enable LitLogger, which logs metrics "
         "and artifacts automatically to the Lightning Experiments platform.",
+        "TPU available: False, using: 0 TPU cores",
+        "Loading `train_dataloader` to estimate number of stepping batches.",
+        "/repo/.venv/lib/python3.11/site-packages/lightning/pytorch/utilities/_pytree.py:21: "
+        "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) "
+        "and treespec.is_leaf()` instead.",
     ],
 )
 def test_tool_hints_are_noise(line):
@@ -153,7 +158,12 @@ def test_tool_hints_are_noise(line):
 
 @pytest.mark.parametrize(
     "line",
-    ["Running stage 'train@gru':", "Updating lock file 'dvc.lock'", "error: git add failed"],
+    [
+        "Running stage 'train@gru':",
+        "Updating lock file 'dvc.lock'",
+        "error: git add failed",
+        "GPU available: True (cuda), used: True",
+    ],
 )
 def test_stage_output_is_not_noise(line):
     assert not is_noise(line)
