@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-all lint lock clean ui serve plots
+.PHONY: setup run test test-all lint lock clean ui serve plots tune stack stack-down
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ run: setup
 # A Prefect server on 127.0.0.1:4200 (unless one runs) and the scheduled deployments.
 serve: setup
 	python -m flows.deploy
+
+# The Optuna search of params.yaml's `tune.<MODEL>`: make tune MODEL=lstm [ARGS="--workers 2 --apply"]
+tune: setup
+	python -m flows.tune $(MODEL) $(ARGS)
 
 test: setup
 	python -m pytest
@@ -56,3 +60,19 @@ lock: setup
 clean:
 	rm -rf data/raw data/prepared .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+# A team stack on this machine (README "A team stack"): PostgreSQL, an S3 store (moto), an MLflow
+# server and a Prefect server with the `training` work pool and a worker, under STACK_DIR (default
+# .stack/), on 127.0.0.1 unless STACK_HOST; ports STACK_{POSTGRES,S3,MLFLOW,PREFECT}_PORT.
+STACK_STAMP := $(VENV)/.stack-installed
+
+$(STACK_STAMP): stack/requirements.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements.lock -r stack/requirements.txt
+	touch $(STACK_STAMP)
+
+stack: $(STACK_STAMP)
+	python -m stack up
+
+stack-down: $(STACK_STAMP)
+	python -m stack down

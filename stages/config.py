@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
 from stages.errors import PipelineError
 from stages.model_config import ModelConfig
 from stages.section import FilePath, Section
+from stages.tune_config import TuneConfig, check_space
 
 PARAMS_FILE = Path("params.yaml")
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -200,6 +201,17 @@ class Params(Section):
     # `register` would shadow pydantic's ABC `register` method; the YAML key stays `register`.
     registry: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     flow: FlowConfig = FlowConfig()
+    # Optuna searches, one per model (`python -m flows.tune <model>`); no stage reads them.
+    tune: dict[str, TuneConfig] = {}
+
+    @model_validator(mode="after")
+    def _spaces_fit_models(self) -> Params:
+        for name, tune in self.tune.items():
+            if name not in self.models:
+                known = ", ".join(sorted(self.models)) or "none"
+                raise ValueError(f"tune.{name}: unknown model '{name}'; known: {known}")
+            check_space(name, self.models[name], tune)
+        return self
 
     @model_validator(mode="after")
     def _models_fit_datasets(self) -> Params:

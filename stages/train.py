@@ -110,33 +110,9 @@ def run(
         best = ModelCheckpoint(
             dirpath=checkpoints / "weights", filename="best", monitor="val_loss", save_last=True
         )
-        selection = _selection(data.meta["counts"]["val"]["total"], trainer_cfg)
-        stopping = (
-            [EarlyStopping(monitor="val_loss", patience=trainer_cfg.patience)]
-            if selection == SELECT_BEST
-            else []
-        )
         throughput = _Throughput()
-        trainer = L.Trainer(
-            accelerator=trainer_cfg.accelerator,
-            devices=trainer_cfg.devices,
-            num_nodes=trainer_cfg.num_nodes,
-            strategy=trainer_cfg.strategy,
-            precision=trainer_cfg.precision or _default_precision(trainer_cfg),
-            deterministic=trainer_cfg.deterministic,
-            max_epochs=epochs_for(model, data.meta["counts"]["train"]["total"]),
-            gradient_clip_val=model.gradient_clip,
-            logger=logger,
-            callbacks=[
-                *stopping,
-                best,
-                throughput,
-                *callbacks,
-            ],
-            default_root_dir=checkpoints,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            log_every_n_steps=1,
+        trainer, selection = build_trainer(
+            model, trainer_cfg, data.meta, logger, [best, throughput, *callbacks], checkpoints
         )
         if rank_zero_only.rank == 0 and not resume:  # a resumed run has them from its start
             logger.log_hyperparams(run_params(model, trainer_cfg, trainer, data.meta))
@@ -154,14 +130,14 @@ def run(
             best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             system.load_state_dict(best_state["state_dict"])
         # else the weights in memory are the last epoch's, resumed or not
-        kept = _kept_epoch(client, run_id, selection)
+        kept = kept_epoch(client, run_id, selection)
         digest = weights_sha256(system)
         metrics = {
             "mlflow_run_id": run_id,
             "selection": selection,
             # The validation figures of the kept weights (the last epoch's under `last_epoch`).
-            "best_val_loss": _at_epoch(client, run_id, "val_loss", kept),
-            "best_val_accuracy": _at_epoch(client, run_id, "val_acc", kept),
+            "best_val_loss": at_epoch(client, run_id, "val_loss", kept),
+            "best_val_accuracy": at_epoch(client, run_id, "val_acc", kept),
             "kept_epoch": kept,  # evaluate logs the model at this step, beside these figures
             "epochs": trainer.current_epoch,
             "resumed_at_epoch": resume.get("epoch"),
@@ -227,6 +203,43 @@ def _selection(n_val: int, cfg: TrainerConfig) -> str:
     return SELECT_LAST if n_val < cfg.min_val_for_selection else SELECT_BEST
 
 
+def build_trainer(
+    model: ModelConfig,
+    trainer_cfg: TrainerConfig,
+    meta: dict,
+    logger: MLFlowLogger,
+    callbacks: Sequence[Callback],
+    root: Path,
+) -> tuple[L.Trainer, str]:
+    """The Trainer of `model` on the prepared data described by `meta`, and how it keeps its
+    weights (`SELECT_BEST` adds early stopping). Checkpoints are saved only by a
+    ModelCheckpoint among `callbacks`. Tuning trials train through this too."""
+    selection = _selection(meta["counts"]["val"]["total"], trainer_cfg)
+    stopping = (
+        [EarlyStopping(monitor="val_loss", patience=trainer_cfg.patience)]
+        if selection == SELECT_BEST
+        else []
+    )
+    trainer = L.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.precision or _default_precision(trainer_cfg),
+        deterministic=trainer_cfg.deterministic,
+        max_epochs=epochs_for(model, meta["counts"]["train"]["total"]),
+        gradient_clip_val=model.gradient_clip,
+        logger=logger,
+        callbacks=[*stopping, *callbacks],
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        default_root_dir=root,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    return trainer, selection
+
+
 def build_classifier(model: ModelConfig, meta: dict) -> Classifier:
     """The LightningModule of `model` for the prepared data described by `meta`."""
     return Classifier(
@@ -249,7 +262,7 @@ def epochs_for(model: ModelConfig, n_train: int) -> int:
     return max(model.max_epochs, math.ceil(model.min_steps / batches))
 
 
-def _kept_epoch(client: Any, run_id: str, selection: str) -> int:
+def kept_epoch(client: Any, run_id: str, selection: str) -> int:
     """The epoch of the kept weights (the step its validation is logged at): the lowest
     val_loss, or the last one, from the run's history (resumes included)."""
     losses = client.get_metric_history(run_id, "val_loss")
@@ -258,7 +271,7 @@ def _kept_epoch(client: Any, run_id: str, selection: str) -> int:
     return max(m.step for m in losses)
 
 
-def _at_epoch(client: Any, run_id: str, metric: str, epoch: int) -> float:
+def at_epoch(client: Any, run_id: str, metric: str, epoch: int) -> float:
     """`metric` logged at `epoch` (its step), from the run's history."""
     values = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
     return float(values[epoch])
