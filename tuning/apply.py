@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from stages.atomic import atomic_file
@@ -31,7 +32,13 @@ def apply_best(params_file: Path, model: str, values: dict[str, Any]) -> list[st
     `key: old -> new` of what changed."""
     text = params_file.read_text()
     before = parse_params(yaml.safe_load(text), str(params_file))
-    expected = with_values(before.model(model), values)
+    try:
+        expected = with_values(before.model(model), values)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        raise PipelineError(
+            f"{params_file}: models.{model}.{where}: {exc.errors()[0]['msg']}; nothing was written"
+        ) from None
     places = _places(text, params_file, model, values)
     lines = text.splitlines(keepends=True)
     changes = []
