@@ -16,9 +16,13 @@ from optuna.trial import TrialState
 
 from bench.suite.repo import copy_repo
 from flows.tune import tune
+from lightning_modules.data import PreparedDataModule
 from stages.config import load_params
+from stages.tune_config import TuneConfig
 from tests.conftest import tiny_cases, write_ts_pair
 from tests.test_flow import artifacts
+from tests.test_train import PARAMS, shrunk, tiny_prepared
+from tuning.folds import FoldDataModule
 from tuning.study import FAILURE, Search, open_study, search_for
 from tuning.worker import run as run_worker
 
@@ -146,21 +150,47 @@ def test_apply_changes_the_swept_params_only_and_dvc_sees_train_stale(searched):
     assert "train@lstm" in status and "models.lstm" in status
 
 
-def test_a_trial_whose_loss_is_not_finite_fails_and_the_search_goes_on(tmp_path):
-    from stages.tune_config import TuneConfig
-    from tests.test_train import PARAMS, shrunk, tiny_prepared
-
-    space = {"lr": {"choice": [1.0e30, 1.0e-2]}}
-    search = Search(
+def tiny_search(work: Path, space: dict, **tune) -> Search:
+    """A search of the real lstm, shrunk, on tiny prepared series, without a repo copy."""
+    return Search(
         name="lstm",
         model=shrunk("lstm", max_epochs=3),
-        tune=TuneConfig.model_validate({"trials": 4, "space": space, "prune": False}),
+        tune=TuneConfig.model_validate({"space": space} | tune),
         trainer=PARAMS.trainer.model_copy(update={"accelerator": "cpu", "devices": 1}),
         mlflow=PARAMS.mlflow,
-        prepared=tiny_prepared(tmp_path, "sequence"),
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        prepared=tiny_prepared(work, "sequence"),
+        mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
+        storage=f"sqlite:///{work / 'optuna.db'}",
     )
+
+
+def test_folds_split_train_and_val_only_and_are_runs_nested_under_their_trial(tmp_path):
+    search = tiny_search(tmp_path, SPACE, trials=2, folds=2)
+    whole = PreparedDataModule(search.prepared, 8)
+    pooled = sum(len(whole.arrays[split][0]) for split in ("train", "val"))
+    seen = []
+    for fold in range(2):
+        data = FoldDataModule(search.prepared, 8, seed=0, fold=fold, folds=2)
+        n_train, n_val = len(data.arrays["train"][0]), len(data.arrays["val"][0])
+        assert n_train + n_val == pooled and data.meta["counts"]["val"]["total"] == n_val
+        assert set(data.arrays) == {"train", "val"}  # never the test split
+        seen.append(data.arrays["val"][0])
+    assert sum(len(v) for v in seen) == pooled  # each series validates exactly once
+    run_worker(search, trials=2)
+    client = mlflow.MlflowClient(search.mlflow_uri)
+    for trial in open_study(search).trials:
+        trial_run = trial.user_attrs["mlflow_run_id"]
+        folds = client.search_runs(
+            [client.get_run(trial_run).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{trial_run}'",
+        )
+        assert sorted(r.data.tags["tune.fold"] for r in folds) == ["0", "1"]
+        scores = [r.data.metrics["val_loss"] for r in folds]  # the last epoch's (tiny val)
+        assert trial.value == pytest.approx(sum(scores) / 2)
+
+
+def test_a_trial_whose_loss_is_not_finite_fails_and_the_search_goes_on(tmp_path):
+    search = tiny_search(tmp_path, {"lr": {"choice": [1.0e30, 1.0e-2]}}, trials=4, prune=False)
     run_worker(search, trials=4)
     trials = open_study(search).trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
