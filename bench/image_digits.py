@@ -57,6 +57,7 @@ def digits_params(
     return raw | {
         "datasets": {KEY: dataset},
         "models": {name: raw["models"][name] | {"dataset": KEY} | short for name in models},
+        "tune": {k: v for k, v in raw.get("tune", {}).items() if k in models},
         "trainer": raw.get("trainer", {}) | {"seed": seed},
     }
 

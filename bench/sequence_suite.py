@@ -68,6 +68,7 @@ def suite_params(
             key: {"source": f"sktime:{archive}", "path": f"{raw_folder}/{key}", "split": split}
         },
         "models": entries,
+        "tune": {k: v for k, v in raw.get("tune", {}).items() if k in entries},
         "trainer": raw.get("trainer", {}) | {"seed": seed},
     }
 

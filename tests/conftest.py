@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,18 @@ def shrink_params(repo: Path, **sections) -> None:
     for key, value in sections.items():
         params[key] = params.get(key, {}) | value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def shrink_to(repo: Path, models: dict[str, str], **sections: dict) -> None:
+    """`repo`'s params shrunk (two epochs) to `models` and their datasets, `sections` merged
+    in, with no metrics files of the repository's own models left to mistake for this run's."""
+    shrink_params(repo, **sections)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"] = {name: params["models"][name] for name in models}
+    params["datasets"] = {d: params["datasets"][d] for d in sorted(set(models.values()))}
+    params["tune"] = {k: v for k, v in params.get("tune", {}).items() if k in models}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(repo / "metrics")
 
 
 @pytest.fixture(scope="session")
