@@ -1,6 +1,6 @@
 """The training flow: the DVC pipeline as Prefect tasks, one per stage.
 
-`python -m flows.pipeline [--stages S ...] [--models M ...] [--force]`
+`python -m flows.pipeline [--stages S ...] [--models M ...] [--force] [--push [--remote R]]`
 
 The stage graph comes from dvc.yaml through DVC's API, and DVC is asked once which stages are
 stale (`dvc status`). Each stage is a task: a stale stage, or one downstream of a stage that ran,
@@ -15,7 +15,8 @@ error first. Only transient failures (a stage exiting with TRANSIENT_EXIT, e.g. 
 unreachable tracking server) are retried, with exponential backoff. At the end, what this run
 decided: a table artifact of the test metrics of the models it evaluated, a markdown artifact of
 the registry decisions it made (or that it made none), with links into the MLflow UI, and the
-same table printed.
+same table printed. With `push`, a run that succeeded ends with `dvc push` of every output to
+the DVC remote (flows/remote.py), checked before any stage runs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.graph import PER_MODEL, read_pipeline
+from flows.remote import push_remote
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
     DECISIONS_DESCRIPTION,
@@ -97,6 +99,28 @@ def run_stage(stage: str, root: str, force: bool, changed: bool) -> str | State:
         logger.info(f"retrying after {rest:g} s more (exponential backoff)")
         time.sleep(rest)
     command = [str(BIN / "dvc"), "repro", "--single-item", stage, *(["--force"] if force else [])]
+    code, lines = _stream(command, root)
+    if code != 0:
+        raise StageFailed(stage, _error_message(lines), _stage_exit_code(lines))
+    if any(line.startswith("Running stage") for line in lines):
+        return "ran"
+    return Completed(name="Skipped", data="skipped")
+
+
+@task(name="dvc-push", task_run_name="push to {remote}")
+def push_outputs(root: str, remote: str) -> None:
+    """`dvc push` of every output in dvc.lock to `remote`: a teammate's `dvc pull` then has
+    the data and models of this run, and their `dvc repro` runs nothing."""
+    code, lines = _stream([str(BIN / "dvc"), "push", "--remote", remote], root)
+    if code != 0:
+        # A PipelineError: main() prints it as one line, as it does a failed stage.
+        raise PipelineError(f"dvc push to {remote} failed: {_error_message(lines)}")
+
+
+def _stream(command: list[str], root: str) -> tuple[int, list[str]]:
+    """`command` in `root`, its output streamed into the task's log without the tools' hints;
+    its exit status and the lines logged."""
+    logger = get_run_logger()
     process = subprocess.Popen(
         command,
         cwd=root,
@@ -113,11 +137,7 @@ def run_stage(stage: str, root: str, force: bool, changed: bool) -> str | State:
         if line and not is_noise(line):
             logger.info(line)
             lines.append(line)
-    if process.wait() != 0:
-        raise StageFailed(stage, _error_message(lines), _stage_exit_code(lines))
-    if any(line.startswith("Running stage") for line in lines):
-        return "ran"
-    return Completed(name="Skipped", data="skipped")
+    return process.wait(), lines
 
 
 def _error_message(lines: list[str]) -> str:
@@ -145,12 +165,17 @@ def pipeline(
     models: list[str] | None = None,
     force: bool = False,
     project_dir: str | None = None,
+    push: bool = False,
+    remote: str | None = None,
 ) -> dict[str, str]:
     """Run the DVC stages (all, or those named and their upstream) as Prefect tasks, in
-    `project_dir` (default: the repository holding this flow)."""
+    `project_dir` (default: the repository holding this flow); with `push`, then push every
+    output to the DVC remote `remote` (default: $DVC_REMOTE, else DVC's default remote)."""
     logger = get_run_logger()
     root = Path(project_dir) if project_dir else ROOT
     params = load_params(root / "params.yaml")
+    # Before any stage: a remote that is missing must not cost a training first.
+    target = push_remote(root, remote) if push else None
     full, stale = read_pipeline(root, stale=not force)
     graph = full.select(stages, models)
     # The stages after the chosen models' that `--models` leaves out (register): said, since
@@ -218,6 +243,8 @@ def pipeline(
             "\n".join(str(f) for f in failures)
             + (f"\nnot run: {', '.join(not_run)}" if not_run else "")
         )
+    if target is not None:
+        push_outputs(str(root), target)
     return status
 
 
@@ -258,9 +285,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stages", nargs="+", help="stages or groups (e.g. train@cnn, train)")
     parser.add_argument("--models", nargs="+", help="only these models' train/evaluate stages")
     parser.add_argument("--force", action="store_true", help="re-run even when unchanged")
+    parser.add_argument("--push", action="store_true", help="dvc push the outputs at the end")
+    parser.add_argument(
+        "--remote",
+        help="the DVC remote to push to (default: $DVC_REMOTE, else DVC's default remote)",
+    )
     args = parser.parse_args(argv)
+    if args.remote and not args.push:
+        parser.error("--remote names where --push pushes: give --push too")
     try:
-        pipeline(stages=args.stages, models=args.models, force=args.force)
+        pipeline(
+            stages=args.stages,
+            models=args.models,
+            force=args.force,
+            push=args.push,
+            remote=args.remote,
+        )
     except (PipelineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -99,13 +99,17 @@ class Classifier(L.LightningModule):
             )
         # The epoch is the logged step (Lightning takes a logged `step` as the logger's step), so
         # the curves of models with other batch sizes line up epoch by epoch.
-        self.log("step", float(self.current_epoch))
+        self.log("step", float(self.current_epoch), sync_dist=True)  # equal on every process
+        # Under DDP each process saw its shard: the figures (logged by rank 0, printed in the
+        # epoch line) are means over every process, as torchmetrics' compute() syncs its own.
+        # sync_dist then averages equal values: without it Lightning warns on every epoch.
+        mean = self.trainer.strategy.reduce(mean, reduce_op="mean")
         self.log(f"{split}_loss", mean, sync_dist=True)
         self._figures[f"{split}_loss"] = float(mean)
         for name in self.METRICS[split]:
             metric = self.metrics[f"{split}_{name}"]
             value = metric.compute()
-            self.log(f"{split}_{name}", value)
+            self.log(f"{split}_{name}", value, sync_dist=True)
             self._figures[f"{split}_{name}"] = float(value)
             metric.reset()
 

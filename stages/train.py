@@ -89,19 +89,28 @@ def run(
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
     system = build_classifier(model, data.meta)
-    # An unreachable tracking server fails here, before any training.
-    client = connect(mlflow_uri, mlflow_cfg or MlflowConfig())
-    ensure_experiment(client, model.dataset, artifact_location(mlflow_uri), data.meta)
+    client: MlflowClient | None = None
+    if rank_zero_only.rank == 0:
+        # An unreachable tracking server fails here, before any training.
+        client = connect(mlflow_uri, mlflow_cfg or MlflowConfig())
+        ensure_experiment(client, model.dataset, artifact_location(mlflow_uri), data.meta)
     fingerprint = _fingerprint(model, trainer_cfg, data.meta)
     resume = _resumable(checkpoints, fingerprint)
-    logger = MLFlowLogger(
-        experiment_name=model.dataset,
-        run_name=name,
-        tracking_uri=mlflow_uri,
-        run_id=resume.get("mlflow_run_id"),
-        tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
+    # Only rank 0 talks to MLflow. The other DDP processes (torchrun's other nodes) get no
+    # logger: MLFlowLogger opens a client as it is built, and on a new SQLite store two
+    # processes that do so at once both create its tables, and one fails.
+    logger = (
+        MLFlowLogger(
+            experiment_name=model.dataset,
+            run_name=name,
+            tracking_uri=mlflow_uri,
+            run_id=resume.get("mlflow_run_id"),
+            tags=tags | {"model": name, "arch": model.arch, "dataset": model.dataset},
+        )
+        if client is not None
+        else None
     )
-    run_id = logger.run_id  # None on the other DDP processes: only rank 0 talks to MLflow
+    run_id = logger.run_id if logger is not None else None
     with _ends_failed_on_error(client, run_id):
         if rank_zero_only.rank == 0:
             write_json(
@@ -114,7 +123,7 @@ def run(
         trainer, selection = build_trainer(
             model, trainer_cfg, data.meta, logger, [best, throughput, *callbacks], checkpoints
         )
-        if rank_zero_only.rank == 0 and not resume:  # a resumed run has them from its start
+        if client is not None and logger is not None and not resume:  # a resumed run has them
             logger.log_hyperparams(run_params(model, trainer_cfg, trainer, data.meta))
             data_hash = tags.get("data_dvc_md5", "unknown")
             log_training_data(client, run_id, model.dataset, data_hash, prepared, data.meta)
@@ -123,7 +132,7 @@ def run(
         except NonFiniteLossError as exc:
             shutil.rmtree(checkpoints, ignore_errors=True)  # a diverged run is not worth resuming
             raise PipelineError(f"train@{name}: {exc}; no model was written") from None
-        if not trainer.is_global_zero:
+        if client is None:
             return {}
         device = str(trainer.strategy.root_device)
         if selection == SELECT_BEST:
@@ -176,7 +185,7 @@ def _done_line(name: str, metrics: dict[str, Any], selection: str) -> str:
 
 
 @contextmanager
-def _ends_failed_on_error(client: MlflowClient, run_id: str | None) -> Iterator[None]:
+def _ends_failed_on_error(client: MlflowClient | None, run_id: str | None) -> Iterator[None]:
     """End the run FAILED when the block raises.
 
     Lightning's MLFlowLogger ends it FAILED when `fit` raises and FINISHED when `fit` returns;
@@ -186,7 +195,7 @@ def _ends_failed_on_error(client: MlflowClient, run_id: str | None) -> Iterator[
     try:
         yield
     except BaseException:
-        if run_id:  # rank 0 only
+        if client is not None and run_id:  # rank 0 only
             client.set_terminated(run_id, status="FAILED")
         raise
 
@@ -207,7 +216,7 @@ def build_trainer(
     model: ModelConfig,
     trainer_cfg: TrainerConfig,
     meta: dict,
-    logger: MLFlowLogger,
+    logger: MLFlowLogger | None,
     callbacks: Sequence[Callback],
     root: Path,
 ) -> tuple[L.Trainer, str]:
@@ -229,7 +238,7 @@ def build_trainer(
         deterministic=trainer_cfg.deterministic,
         max_epochs=epochs_for(model, meta["counts"]["train"]["total"]),
         gradient_clip_val=model.gradient_clip,
-        logger=logger,
+        logger=logger if logger is not None else False,
         callbacks=[*stopping, *callbacks],
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=root,

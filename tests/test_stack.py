@@ -5,69 +5,38 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-MISSING = "the stack's packages: pip install -c requirements.lock -r stack/requirements.txt"
-for module in ("moto", "psycopg2", "boto3"):
+from tests.stack_fixtures import MISSING, open_folder, require_stack
+from tests.stack_fixtures import config as _config
+
+for module in ("moto", "psycopg2", "boto3"):  # before the stack's modules import them
     pytest.importorskip(module, reason=MISSING)
 
 import psutil  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from stack import postgres  # noqa: E402
-from stack.config import MLFLOW_BUCKET, WORK_POOL, WORKER_NAME, StackConfig, StackError  # noqa: E402
+from stack.config import MLFLOW_BUCKET, WORK_POOL, WORKER_NAME, StackError  # noqa: E402
 from stack.lifecycle import down, up  # noqa: E402
 from stack.processes import check_port_free  # noqa: E402
 from stack.servers import s3_client  # noqa: E402
 from stack.state import State  # noqa: E402
-from tests.servers import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _skip_without_postgres() -> None:
-    try:
-        postgres.binaries()
-    except StackError as e:
-        pytest.skip(str(e))
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(postgres.OWNER)
-        except KeyError:
-            pytest.skip("running as root, and there is no postgres user to run PostgreSQL as")
-
-
-def _config(folder: Path) -> StackConfig:
-    ports = {name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")}
-    return StackConfig(folder=folder, host="127.0.0.1", ports=ports)
-
-
-def _open_folder():
-    # Not tmp_path: under root PostgreSQL runs as `postgres`, who cannot enter pytest's
-    # /tmp/pytest-of-root (mode 700). A folder of its own in /tmp, open to it.
-    path = Path(tempfile.mkdtemp(prefix="stack-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-folder = pytest.fixture(_open_folder)
-module_folder = pytest.fixture(_open_folder, scope="module")
+folder = pytest.fixture(open_folder)
+module_folder = pytest.fixture(open_folder, scope="module")
 
 
 @pytest.fixture(scope="module")
 def stack(module_folder):
-    _skip_without_postgres()
+    require_stack()
     cfg = _config(module_folder)
     state, already = up(cfg)
     assert not already
@@ -86,7 +55,7 @@ def test_a_port_in_use_is_an_error_naming_port_and_server(tmp_path):
 
 
 def test_a_server_that_does_not_answer_in_time_stops_the_rest(folder):
-    _skip_without_postgres()
+    require_stack()
     cfg = _config(folder)
     with pytest.raises(StackError, match="did not become healthy in 1 s; .*logs/.*log ends"):
         up(cfg, timeout=1)
