@@ -86,8 +86,8 @@ def tune(
     root = Path(project_dir) if project_dir else ROOT
     params_file = root / "params.yaml"
     search = search_for(load_params(params_file), model, root)
-    if workers < 1:
-        raise PipelineError(f"--workers must be at least 1; got {workers}")
+    if workers < 1 or (trials is not None and trials < 1):
+        raise PipelineError(f"workers and trials must be at least 1; got {workers}, {trials}")
     if apply:
         check_applicable(params_file, model, list(search.tune.space))
     budget = trials or search.tune.trials
@@ -133,11 +133,20 @@ def tune(
     return result
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Search a model's hyper-parameters (Optuna).")
     parser.add_argument("model", help="a model with a `tune.<model>` section in params.yaml")
-    parser.add_argument("--trials", type=int, help="the study's trials (default: params.yaml)")
-    parser.add_argument("--workers", type=int, default=1, help="processes running trials")
+    parser.add_argument(
+        "--trials", type=_positive, help="the study's trials (default: params.yaml)"
+    )
+    parser.add_argument("--workers", type=_positive, default=1, help="processes running trials")
     parser.add_argument(
         "--apply", action="store_true", help="write the best values into params.yaml"
     )
