@@ -3,7 +3,8 @@ the Optuna search that params.yaml's `tune.<model>` declares, as a Prefect flow.
 
 It brings the model's prepared data up to date (`dvc repro prepare@<dataset>`), opens the
 search's study (the same one after a kill: finished trials are kept, never run again), runs
-its trials in K worker processes side by side (tuning/worker.py, each with its share of the
+its trials, the first of a new study being params.yaml's recipe as it stands, in K worker
+processes side by side (tuning/worker.py, each with its share of the
 cores), then prints and publishes the table of trials and the best configuration. `--apply`
 writes the best values into params.yaml, so that `dvc repro` trains them and `register`'s gate
 decides on them: a search never moves a registry alias itself.
@@ -30,7 +31,7 @@ from stages.links import mlflow_ui_url, run_url
 from stages.tracking import connect
 from tuning.apply import apply_best, check_applicable
 from tuning.report import best, log_to_parent, markdown
-from tuning.study import open_study, parent_run, progress, search_for
+from tuning.study import enqueue_current, open_study, parent_run, progress, search_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -93,6 +94,7 @@ def tune(
     budget = trials or search.tune.trials
     prepare(f"prepare@{search.model.dataset}", str(root))
     study = open_study(search)
+    enqueue_current(study, search)
     client = connect(search.mlflow_uri, search.mlflow)
     parent = parent_run(search, study, client)
     before = progress(study).done

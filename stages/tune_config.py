@@ -58,6 +58,17 @@ class Distribution(Section):
     def values(self) -> list[Any]:
         return next(value for _, value in self.items() if value is not None)
 
+    def contains(self, value: Any) -> bool:
+        """Whether a trial of this distribution can take `value`."""
+        if self.kind == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind.endswith("int") and not isinstance(value, int):
+            return False
+        low, high = self.values
+        return low <= value <= high
+
     def extremes(self) -> list[Any]:
         """The values a trial can reach at the edges: both bounds, or every choice."""
         if self.kind in ("uniform", "log_uniform"):

@@ -96,6 +96,9 @@ def test_trials_are_runs_nested_under_the_study(searched):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == [0, 1, 2], f"trial {number}: one val_loss per epoch"
         assert {"train_loss", "train_acc", "val_acc", "val_f1"} <= set(run.data.metrics)
+    # The first trial of a new study is the recipe of params.yaml.
+    assert float(trials[0].data.tags["tune.lr"]) == 0.01
+    assert trials[0].data.tags["tune.rnn.hidden_size"] == "16"
     best = min(trials.values(), key=lambda r: r.data.metrics["tune_val_loss"])
     assert parent.data.tags["best.trial"] == best.data.tags["tune.trial"]
     assert parent.data.metrics["best_val_loss"] == pytest.approx(result["best_value"])
@@ -108,7 +111,7 @@ def test_the_flow_publishes_the_table_of_trials(searched):
     _, _, state = searched
     table = artifacts(state)["tune-lstm"]
     assert "**Best: trial" in table and state.result()["study"] in table
-    assert table.count("| complete |") == 3
+    assert table.count("| complete |") == 3 and table.count("| params.yaml |") == 1
 
 
 def test_running_again_continues_the_study_with_two_workers(searched):

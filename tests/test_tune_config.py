@@ -101,3 +101,11 @@ def test_with_values_sets_dotted_keys_and_keeps_the_rest(raw_params):
     changed = with_values(model, {"lr": 0.02, "rnn.hidden_size": 32})
     assert changed.lr == 0.02 and changed.rnn.hidden_size == 32
     assert changed.rnn.frontend == model.rnn.frontend and changed.batch_size == model.batch_size
+
+
+def test_contains_says_which_values_a_trial_can_take(raw_params):
+    space = with_tune(raw_params, {"lstm": {"space": GOOD_SPACE}}).tune["lstm"].space
+    assert space["lr"].contains(0.01) and not space["lr"].contains(0.5)
+    assert space["rnn.hidden_size"].contains(128) and not space["rnn.hidden_size"].contains(96)
+    assert space["batch_size"].contains(64) and not space["batch_size"].contains(64.0)
+    assert not space["rnn.dropout"].contains(True) and not space["rnn.dropout"].contains(None)

@@ -16,7 +16,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from tuning.study import FAILURE, Search  # noqa: E402
+from tuning.study import FAILURE, SOURCE, Search  # noqa: E402
 
 
 def rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -37,6 +37,7 @@ def rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "state": state,
                 "value": _round(trial.value),
                 "seconds": _round(seconds, 1),
+                "from": trial.user_attrs.get(SOURCE, ""),
                 **{k: _round(v) for k, v in trial.params.items()},
             }
         )

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from lightning_modules.data import read_meta
 from stages.config import MlflowConfig, ModelConfig, Params, TrainerConfig
 from stages.errors import PipelineError
+from stages.model_config import ARCH_SECTIONS, AugmentSpec
 from stages.run_record import ensure_experiment
 from stages.tracking import REPO_ROOT, artifact_location, redact, tracking_uri
 from stages.tune_config import TuneConfig
@@ -35,6 +36,7 @@ GRACE_SECONDS = 20
 # worker's trial it counts toward the study's trials, and is not run again.
 FAILURE = "failure"
 PARENT_RUN = "mlflow_parent_run_id"  # the study's user attribute
+SOURCE = "source"  # the user attribute of the trial of params.yaml's own recipe
 STUDY_TAG = "tune.study"
 # Heartbeats and their retry callback are "experimental" in Optuna 5, and said so on every use.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -137,6 +139,28 @@ def open_study(search: Search, worker: int = 0) -> optuna.Study:
     seed = search.trainer.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return study
+
+
+def enqueue_current(study: optuna.Study, search: Search) -> None:
+    """A new study's first trial is the recipe params.yaml holds now (its values that lie in
+    the space; the rest sampled), so the search moves away from it only where the score says
+    the move is better."""
+    if study.get_trials(deepcopy=False):
+        return
+    current = {}
+    for key, dist in search.tune.space.items():
+        section, _, field = key.rpartition(".")
+        values = search.model.model_dump() if not section else _section(search.model, section)
+        if dist.contains(values.get(field)):
+            current[key] = values[field]
+    study.enqueue_trial(current, user_attrs={SOURCE: "params.yaml"})
+
+
+def _section(model: ModelConfig, section: str) -> dict:
+    """The settings of `section` as the model uses them (its arch's defaults when unset)."""
+    if section == ARCH_SECTIONS[model.arch]:
+        return model.model_kwargs
+    return (getattr(model, section) or AugmentSpec()).model_dump()
 
 
 def _warmup(tune: TuneConfig) -> int:
