@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import requests
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -34,10 +37,10 @@ from lightning_modules.data import read_meta
 from stages.atomic import write_json
 from stages.baselines import best_baseline
 from stages.config import Params, RegisterConfig, load_params
-from stages.errors import PipelineError, cli
+from stages.errors import PipelineError, TransientError, cli
 from stages.metrics import classification_metrics
 from stages.preprocess import raw_from_prepared
-from stages.tracking import connect, tracking_uri
+from stages.tracking import connect, redact, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 DECISION, REASON = "decision", "decision_reason"  # version tags: decided once, then kept
@@ -262,6 +265,26 @@ def _alias(client, name, alias) -> ModelVersion | None:
         return None
 
 
+@contextmanager
+def lost_server_is_transient(uri: str) -> Iterator[None]:
+    """A tracking server that stops answering after `connect` (stopped, restarted, its network
+    gone) is as transient as one that never answered: a TransientError, exit 75, which the flow
+    retries, and the retry registers where this run stopped (each version is created and
+    decided once). MLflow raises a plain MlflowException for it, with the `requests` error as
+    its context (mlflow/utils/rest_utils.py: "API request to ... failed with exception ..."),
+    which would end the stage like a bug, not retried. Here, not in stages.tracking: every
+    train stage depends on that file, and this concerns register alone."""
+    try:
+        yield
+    except MlflowException as exc:
+        lost = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+        if not isinstance(exc.__cause__ or exc.__context__, lost):
+            raise
+        raise TransientError(
+            f"MLflow tracking server {redact(uri)} stopped answering: {exc.message}"
+        ) from exc
+
+
 def candidates_of(params: Params) -> dict[str, list[tuple[str, Path]]]:
     out: dict[str, list[tuple[str, Path]]] = {}
     for model, cfg in sorted(params.models.items()):
@@ -276,10 +299,12 @@ def main(argv: list[str]) -> None:
         raise PipelineError("usage: python -m stages.register")
     params = load_params()
     candidates = candidates_of(params)
-    client = connect(tracking_uri(params.mlflow.tracking_uri), params.mlflow)
-    mlflow.set_tracking_uri(tracking_uri(params.mlflow.tracking_uri))
+    uri = tracking_uri(params.mlflow.tracking_uri)
+    client = connect(uri, params.mlflow)
+    mlflow.set_tracking_uri(uri)
     prepared = {d: params.paths.prepared / d for d in candidates}
-    run(candidates, prepared, params.registry, client, params.paths.metrics / "registry.json")
+    with lost_server_is_transient(uri):
+        run(candidates, prepared, params.registry, client, params.paths.metrics / "registry.json")
 
 
 if __name__ == "__main__":

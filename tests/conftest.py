@@ -35,6 +35,7 @@ def make_params(raw_params, tmp_path):
         if datasets is not None:
             raw["datasets"] = datasets
             raw["models"] = {}  # the repository's models name its datasets
+            raw["tune"] = {}  # and its searches its models
         raw.update(sections)
         return parse_params(raw)
 

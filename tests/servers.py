@@ -79,3 +79,27 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/health", folder / "server.log", env=env):
         yield url
+
+
+# Only the tracking URI (no S3 credentials: the server proxies the artifacts), a home of its own
+# and the system's PATH, not this environment's.
+PREDICT = (
+    "import mlflow, numpy as np\n"
+    "m = mlflow.pyfunc.load_model('models:/digits-classifier@champion')\n"
+    "print(len(m.predict(np.zeros((3, 8, 8)))))\n"
+)
+
+
+def digits_champion_predicts(tracking_uri: str, home: Path) -> bool:
+    """Whether a fresh process that knows only `tracking_uri` loads the digits champion and
+    labels three 8x8 images with it; its error is the assertion's message."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", PREDICT],
+        cwd=home,
+        env={"MLFLOW_TRACKING_URI": tracking_uri, "HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    return loaded.stdout.split()[-1] == "3"

@@ -8,12 +8,14 @@ import sys
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from stages.config import MlflowConfig
 from stages.errors import TransientError
+from stages.register import lost_server_is_transient
 from stages.tracking import artifact_location, connect, redact, tracking_uri
 from tests.conftest import copy_repo, shrink_params
-from tests.servers import BIN, free_port, mlflow_server
+from tests.servers import BIN, digits_champion_predicts, free_port, mlflow_server
 
 
 def test_credentials_leave_the_uri_for_mlflows_environment(monkeypatch):
@@ -31,6 +33,21 @@ def test_credentials_are_masked_in_errors():
     with pytest.raises(TransientError) as info:
         connect(uri, MlflowConfig(retries=0, timeout_seconds=1))
     assert "s3cret" not in str(info.value) and "ana:***@127.0.0.1" in str(info.value)
+
+
+def test_a_server_lost_after_connect_is_transient_for_register(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # Nothing listens there (any more); the credentials move to MLflow's environment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ana:s3cret@127.0.0.1:{free_port()}")
+    uri = tracking_uri(None)
+    client = MlflowClient(uri)
+    lost = pytest.raises(TransientError, match="stopped answering")
+    with lost as info, lost_server_is_transient(uri):
+        client.search_registered_models()
+    assert "s3cret" not in str(info.value)
+    # Any other MLflow error is not retried: it says what is wrong.
+    with pytest.raises(MlflowException, match="no such model"), lost_server_is_transient(uri):
+        raise MlflowException("no such model")
 
 
 @pytest.mark.server
@@ -72,21 +89,7 @@ def test_the_whole_pipeline_against_a_tracking_server(tmp_path):
         assert sorted(r.data.tags["model"] for r in runs) == sorted(models)
         assert all(r.info.status == "FINISHED" for r in runs)
         # The champion loads and predicts in a fresh process, through the server alone.
-        script = (
-            "import mlflow, numpy as np\n"
-            "m = mlflow.pyfunc.load_model('models:/digits-classifier@champion')\n"
-            "print(len(m.predict(np.zeros((3, 8, 8)))))\n"
-        )
-        loaded = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=tmp_path,
-            env={"MLFLOW_TRACKING_URI": url, "PATH": env["PATH"], "HOME": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert loaded.returncode == 0, loaded.stderr[-3000:]
-        assert loaded.stdout.split()[-1] == "3"
+        assert digits_champion_predicts(url, tmp_path)
 
 
 def test_artifacts_of_a_sqlite_store_lie_beside_its_database(tmp_path):

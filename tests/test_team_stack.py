@@ -17,6 +17,7 @@ import pytest
 
 from bench.suite.repo import copy_repo
 from tests.conftest import shrink_to
+from tests.servers import digits_champion_predicts
 from tests.stack_fixtures import MISSING, open_folder, point_at_stack, running_stack
 from tests.test_schedule import _api, _wait
 
@@ -94,6 +95,10 @@ def test_the_pipeline_tracks_registers_and_publishes_through_the_stack(stack, pu
     runs = _api(f"{api}/flow_runs/filter", {"flows": {"name": {"any_": ["train-pipeline"]}}})
     assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
     assert s3.list_objects_v2(Bucket=DVC_BUCKET)["KeyCount"] > 0  # what --push sent
+
+
+def test_the_champion_loads_in_a_fresh_process_through_the_server_alone(stack, pushed, tmp_path):
+    assert digits_champion_predicts(stack.url("mlflow"), tmp_path)
 
 
 def test_a_teammate_pulls_reproduces_nothing_and_predicts_at_once(stack, pushed, tmp_path):
