@@ -75,23 +75,6 @@ def shrink(repo: Path, epochs: int | None, models: list[str] | None) -> None:
     shutil.rmtree(repo / "metrics", ignore_errors=True)
 
 
-def git_files(source: Path, dest: Path) -> Path:
-    """What git would hand a teammate of `source`: its files git does not ignore, no data,
-    models, DVC cache or local DVC config."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / rel, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
 def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     return env | {
@@ -158,7 +141,7 @@ def main() -> None:
         figures["pipeline_stack_s"] = timed("pipeline_stack_s", FLOW, on_stack, env)[0]
         figures["push_s"] = timed("push_s", [str(BIN / "dvc"), "push"], on_stack, env)[0]
 
-        teammate = git_files(on_stack, work / "teammate")
+        teammate = copy_repo(work / "teammate", on_stack)
         env = stack_env(teammate, work / "prefect-c", state)
         figures["pull_s"] = timed("pull_s", [str(BIN / "dvc"), "pull"], teammate, env)[0]
         figures["repro_noop_s"], said = timed(
@@ -166,7 +149,7 @@ def main() -> None:
         )
         if "Running stage" in said:
             sys.exit(f"the teammate's dvc repro ran stages after dvc pull:\n{said[-3000:]}")
-        scratch = git_files(on_stack, work / "scratch")
+        scratch = copy_repo(work / "scratch", on_stack)
         figures["retrain_s"] = timed(
             "retrain_s",
             [str(BIN / "dvc"), "repro"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,23 +36,6 @@ stack_folder = pytest.fixture(open_folder, scope="module")
 @pytest.fixture(scope="module")
 def stack(stack_folder):
     yield from running_stack(stack_folder)
-
-
-def clone_files(source: Path, dest: Path) -> Path:
-    """What git would hand a teammate of `source` (its files that git does not ignore): no
-    data, models, DVC cache or local DVC config."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / rel, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
 
 
 def _run(repo: Path, env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
@@ -103,7 +85,7 @@ def test_the_champion_loads_in_a_fresh_process_through_the_server_alone(stack, p
 
 def test_a_teammate_pulls_reproduces_nothing_and_predicts_at_once(stack, pushed, tmp_path):
     a, _ = pushed
-    b = clone_files(a, tmp_path / "b")
+    b = copy_repo(tmp_path / "b", a)
     env = point_at_stack(b, stack)
     pulled = _run(b, env, "dvc", "pull")
     assert pulled.returncode == 0, _said(pulled)

@@ -20,19 +20,20 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def copy_repo(dest: Path) -> Path:
-    """The tracked and untracked-not-ignored files of this checkout, as a fresh git repo."""
+def copy_repo(dest: Path, source: Path = ROOT) -> Path:
+    """The tracked and untracked-not-ignored files of `source` (this checkout), as a fresh git
+    repo: what git would hand a teammate, without data, models, DVC cache or local config."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
+        cwd=source,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split("\0")
     for rel in filter(None, listed):
-        if (ROOT / rel).is_file():
+        if (source / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
+            shutil.copy2(source / rel, dest / rel)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 
