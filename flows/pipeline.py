@@ -151,7 +151,16 @@ def _error_message(lines: list[str]) -> str:
     return raised[-1] if raised else (dvc[-1] if dvc else (lines[-1] if lines else "no output"))
 
 
+# DVC holds its repository lock briefly (reading the stage graph, writing dvc.lock) and another
+# `dvc repro` gives up after waiting 3 s for it (dvc/lock.py): on a loaded machine a stage running
+# beside this one can hold it longer. Nothing failed, so it is retried as a transient failure.
+DVC_LOCKED = "Unable to acquire lock"
+
+
 def _stage_exit_code(lines: list[str]) -> int | None:
+    """The stage's exit status as DVC reports it (TRANSIENT_EXIT when DVC's lock was busy)."""
+    if any(DVC_LOCKED in line for line in lines):
+        return TRANSIENT_EXIT
     for line in reversed(lines):
         found = re.search(r"exited with (\d+)", line)
         if found:

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
-from flows.pipeline import pipeline
+from flows.pipeline import StageFailed, _stage_exit_code, pipeline
 from stages.config import load_params
 from stages.links import MAKE_UI
 from tests.conftest import REPO
@@ -220,6 +220,20 @@ def test_failing_stage_stops_its_downstream(flow_repo):
     assert runs["prepare@japanese_vowels"].run_count == 1  # bad input is never retried
     assert "train@lstm" not in runs and "register" not in runs
     assert runs["evaluate@cnn"].state.is_completed()  # the independent branch went on
+
+
+def test_a_busy_dvc_lock_is_a_transient_failure():
+    busy = [
+        "ERROR: Unable to acquire lock. Most likely another DVC process is running or was "
+        "terminated abruptly. Check the page <https://dvc.org/doc/user-guide/troubleshooting"
+        "#lock-issue> for other possible reasons and to learn how to resolve this."
+    ]
+    assert StageFailed("prepare@digits", "busy", _stage_exit_code(busy)).transient
+    failed = [
+        "ERROR: failed to reproduce 'train@cnn': failed to run: python -m stages.train "
+        '"$DVC_STAGE", exited with 2'
+    ]
+    assert not StageFailed("train@cnn", "bad input", _stage_exit_code(failed)).transient
 
 
 def test_transient_failure_is_retried(flow_repo):
