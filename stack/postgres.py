@@ -13,8 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import psycopg2
-
 from stack.config import DATABASES, DB_USER, StackError
 from stack.state import Started, State
 
@@ -121,6 +119,8 @@ def _tail(log: Path) -> str:
 
 
 def create_databases(state: State) -> None:
+    import psycopg2  # the stack's own package (stack/requirements.txt): not in every venv
+
     connection = psycopg2.connect(
         host="127.0.0.1",
         port=state.ports["postgres"],

@@ -139,9 +139,16 @@ def test_apply_changes_the_swept_params_only_and_dvc_sees_train_stale(searched):
         )
         return done.stdout.decode()
 
+    # Trained with values no trial can have, so that the winner differs from them.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["lstm"]["lr"] = 0.5
+    params["models"]["lstm"]["rnn"]["hidden_size"] = 12
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc("repro", "train@lstm")
     before = yaml.safe_load((repo / "params.yaml").read_text())
-    best = tune("lstm", apply=True, project_dir=str(repo))["best_params"]
+    result = tune("lstm", apply=True, project_dir=str(repo))
+    best = result["best_params"]
+    assert result["study"] == searched[2].result()["study"]  # the searched values left out
     after = yaml.safe_load((repo / "params.yaml").read_text())
     lstm = after["models"]["lstm"]
     assert lstm["lr"] == pytest.approx(best["lr"])

@@ -66,7 +66,7 @@ class Search:
     @property
     def study_name(self) -> str:
         key = {
-            "model": self.model.model_dump(),
+            "model": _without_searched(self.model.model_dump(), self.tune),
             "trainer": self.trainer.model_dump(),
             "tune": self.tune.model_dump(exclude={"trials", "storage"}),
             "data": self.meta["raw_fingerprint"],
@@ -74,6 +74,16 @@ class Search:
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
         return f"{self.name}-{digest.hexdigest()[:10]}"
+
+
+def _without_searched(settings: dict, tune: TuneConfig) -> dict:
+    """`settings` without the searched keys: applying a winner keeps the study's name."""
+    kept = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}  # copies
+    for key in tune.space:
+        section, _, field = key.rpartition(".")
+        holder = (kept.get(section) or {}) if section else kept
+        holder.pop(field, None)
+    return kept
 
 
 def search_for(params: Params, name: str, root: Path = REPO_ROOT) -> Search:
