@@ -38,10 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the stack and bench packages of this checkout
 
 from bench.suite.repo import copy_repo  # noqa: E402
-from stack.config import StackConfig  # noqa: E402
-from stack.lifecycle import down, up  # noqa: E402
-from stack.lines import shell_lines  # noqa: E402
-from stack.servers import client_env  # noqa: E402
+
+# The stack's modules are imported where the bench starts it: they need the stack's own
+# packages (stack/requirements.txt, installed by `make stack`), which `--help` does not.
 
 BIN = Path(sys.executable).parent
 FLOW = [sys.executable, "-m", "flows.pipeline"]
@@ -90,6 +89,9 @@ def sqlite_env(repo: Path, home: Path) -> dict[str, str]:
 
 def stack_env(repo: Path, home: Path, state) -> dict[str, str]:  # noqa: ANN001 (stack State)
     """The lines `make stack` prints, run in `repo` (the `dvc remote` ones) or exported."""
+    from stack.lines import shell_lines
+    from stack.servers import client_env
+
     env = base_env(home) | client_env(state)
     for line in shell_lines(state):
         if line.startswith("dvc "):
@@ -114,6 +116,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="cut every model to this many epochs")
     parser.add_argument("--models", nargs="+", help="only these models (and their datasets)")
     args = parser.parse_args()
+    from stack.config import StackConfig
+    from stack.lifecycle import down, up
+
     # Not tempfile's 700 folder: PostgreSQL runs as `postgres` under root (stack.postgres).
     folder = Path(tempfile.mkdtemp(prefix="team-stack-bench-"))
     folder.chmod(0o755)
