@@ -12,10 +12,12 @@ the end. In fresh copies of the repository, each with the same params:
   `repro_noop_s` for the `dvc repro` after it, which must run no stage, against
   `retrain_s`: `dvc repro` from scratch in another such clone (SQLite store of its own).
 
-Prints one JSON line per measurement and one with the ratios. `--epochs` and `--models` shrink
-the params (every model cut to N epochs; only those models and their datasets) for a quick run.
+Prints one JSON line per measurement and, last, one with the medians over `--rounds` (each
+round in fresh copies, against the one stack) and their ratios. `--epochs` and `--models`
+shrink the params (every model cut to N epochs; only those models and their datasets) for a
+quick run.
 
-    python bench/team_stack.py [--epochs 2] [--models cnn fcn]
+    python bench/team_stack.py [--rounds 3] [--epochs 2] [--models cnn fcn]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the stack and bench packages of this checkout
 
+from bench.suite.args import positive  # noqa: E402
 from bench.suite.repo import copy_repo  # noqa: E402
 
 # The stack's modules are imported where the bench starts it: they need the stack's own
@@ -111,10 +115,42 @@ def timed(name: str, command: list[str], cwd: Path, env: dict[str, str]) -> tupl
     return seconds, done.stdout
 
 
+def one_round(state, work: Path, epochs: int | None, models: list[str] | None) -> dict:  # noqa: ANN001
+    """Every measurement once, in fresh copies under `work`: seconds by measurement."""
+    sqlite = copy_repo(work / "sqlite")
+    shrink(sqlite, epochs, models)
+    on_stack = copy_repo(work / "stack")
+    shutil.copy2(sqlite / "params.yaml", on_stack / "params.yaml")
+    shutil.rmtree(on_stack / "metrics", ignore_errors=True)
+    figures = {
+        "pipeline_sqlite_s": timed(
+            "pipeline_sqlite_s", FLOW, sqlite, sqlite_env(sqlite, work / "prefect-a")
+        )[0]
+    }
+    env = stack_env(on_stack, work / "prefect-b", state)
+    figures["pipeline_stack_s"] = timed("pipeline_stack_s", FLOW, on_stack, env)[0]
+    figures["push_s"] = timed("push_s", [str(BIN / "dvc"), "push"], on_stack, env)[0]
+
+    teammate = copy_repo(work / "teammate", on_stack)
+    env = stack_env(teammate, work / "prefect-c", state)
+    figures["pull_s"] = timed("pull_s", [str(BIN / "dvc"), "pull"], teammate, env)[0]
+    figures["repro_noop_s"], said = timed(
+        "repro_noop_s", [str(BIN / "dvc"), "repro"], teammate, env
+    )
+    if "Running stage" in said:
+        sys.exit(f"the teammate's dvc repro ran stages after dvc pull:\n{said[-3000:]}")
+    scratch = copy_repo(work / "scratch", on_stack)
+    figures["retrain_s"] = timed(
+        "retrain_s", [str(BIN / "dvc"), "repro"], scratch, sqlite_env(scratch, work / "prefect-d")
+    )[0]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="The pipeline on a team stack vs a laptop.")
     parser.add_argument("--epochs", type=int, help="cut every model to this many epochs")
     parser.add_argument("--models", nargs="+", help="only these models (and their datasets)")
+    parser.add_argument("--rounds", type=positive, default=1, help="repeat; medians (default 1)")
     args = parser.parse_args()
     from stack.config import StackConfig
     from stack.lifecycle import down, up
@@ -122,8 +158,8 @@ def main() -> None:
     # Not tempfile's 700 folder: PostgreSQL runs as `postgres` under root (stack.postgres).
     folder = Path(tempfile.mkdtemp(prefix="team-stack-bench-"))
     folder.chmod(0o755)
-    work = folder / "work"
     ports = {name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")}
+    rounds = []
     try:
         started = time.perf_counter()
         state, _ = up(StackConfig(folder=folder / "stack", host="127.0.0.1", ports=ports))
@@ -132,38 +168,12 @@ def main() -> None:
                 {"measure": "stack_up_s", "seconds": round(time.perf_counter() - started, 1)}
             )
         )
-        sqlite = copy_repo(work / "sqlite")
-        shrink(sqlite, args.epochs, args.models)
-        on_stack = copy_repo(work / "stack")
-        shutil.copy2(sqlite / "params.yaml", on_stack / "params.yaml")
-        shutil.rmtree(on_stack / "metrics", ignore_errors=True)
-        figures = {
-            "pipeline_sqlite_s": timed(
-                "pipeline_sqlite_s", FLOW, sqlite, sqlite_env(sqlite, work / "prefect-a")
-            )[0]
-        }
-        env = stack_env(on_stack, work / "prefect-b", state)
-        figures["pipeline_stack_s"] = timed("pipeline_stack_s", FLOW, on_stack, env)[0]
-        figures["push_s"] = timed("push_s", [str(BIN / "dvc"), "push"], on_stack, env)[0]
-
-        teammate = copy_repo(work / "teammate", on_stack)
-        env = stack_env(teammate, work / "prefect-c", state)
-        figures["pull_s"] = timed("pull_s", [str(BIN / "dvc"), "pull"], teammate, env)[0]
-        figures["repro_noop_s"], said = timed(
-            "repro_noop_s", [str(BIN / "dvc"), "repro"], teammate, env
-        )
-        if "Running stage" in said:
-            sys.exit(f"the teammate's dvc repro ran stages after dvc pull:\n{said[-3000:]}")
-        scratch = copy_repo(work / "scratch", on_stack)
-        figures["retrain_s"] = timed(
-            "retrain_s",
-            [str(BIN / "dvc"), "repro"],
-            scratch,
-            sqlite_env(scratch, work / "prefect-d"),
-        )[0]
+        for number in range(args.rounds):
+            rounds.append(one_round(state, folder / f"work-{number}", args.epochs, args.models))
     finally:
         down(folder / "stack")
         shutil.rmtree(folder, ignore_errors=True)
+    figures = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     ratios = {
         "stack_over_sqlite": figures["pipeline_stack_s"] / figures["pipeline_sqlite_s"],
         "pull_and_noop_repro_over_retrain": (figures["pull_s"] + figures["repro_noop_s"])
@@ -174,7 +184,8 @@ def main() -> None:
             {
                 "epochs": args.epochs,
                 "models": args.models,
-                **{k: round(v, 1) for k, v in figures.items()},
+                "rounds": args.rounds,
+                **{k: round(v, 1) for k, v in figures.items()},  # medians over rounds
                 **{k: round(v, 3) for k, v in ratios.items()},
             }
         )

@@ -1,16 +1,20 @@
-"""Faults on a team stack (README "A team stack"): its MLflow server stopped when `register` is
-due, and its S3 store stopped when `dvc push` is due, in a clone pointed at the stack as a user
-points one. The stack's own processes are stopped and started again (stack.processes), so each
-fault is a real server going away, never a mock.
+"""Faults on a team stack (README "A team stack"): its MLflow server killed part-way through
+`register`, and its S3 store stopped when `dvc push` is due, in a clone pointed at the stack as
+a user points one. The stack's own processes are stopped and started again (stack.processes),
+so each fault is a real server going away, never a mock.
 
 The S3 fault comes last: moto keeps its buckets in memory, so after its restart the buckets are
 made again as `make stack` makes them, and the MLflow artifacts written before are gone."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,7 @@ for module in ("moto", "psycopg2", "boto3"):  # before the stack's modules impor
 
 from mlflow import MlflowClient  # noqa: E402
 
-from stack.config import DVC_BUCKET  # noqa: E402
+from stack.config import DB_USER, DVC_BUCKET  # noqa: E402
 from stack.lifecycle import HEALTH_TIMEOUT  # noqa: E402
 from stack.processes import spawn, stop, wait_until  # noqa: E402
 from stack.servers import (  # noqa: E402
@@ -88,11 +92,46 @@ def _restart(state, folder: Path, name: str, command, health: str) -> None:  # n
     wait_until(name, lambda: answers(health), state.processes[name], HEALTH_TIMEOUT)
 
 
-def test_register_waits_out_a_stopped_tracking_server_and_leaves_the_registry_consistent(
+def _registry_rows(state) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:  # noqa: ANN001
+    """The model versions in the MLflow server's own PostgreSQL store, and those decided: read
+    from the database, so it answers while the server is down."""
+    import psycopg2
+
+    connection = psycopg2.connect(
+        host="127.0.0.1",
+        port=state.ports["postgres"],
+        user=DB_USER,
+        password=state.postgres_password,
+        dbname="mlflow",
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name, version FROM model_versions")
+            versions = {(name, str(version)) for name, version in cursor.fetchall()}
+            cursor.execute(
+                "SELECT name, version FROM model_version_tags WHERE key = %s", (DECISION,)
+            )
+            decided = {(name, str(version)) for name, version in cursor.fetchall()}
+    finally:
+        connection.close()
+    return versions, decided
+
+
+def _kill_group(started) -> None:  # noqa: ANN001 (stack.state.Started)
+    """A crash, not a shutdown: SIGKILL to the server's whole process group, then reaped."""
+    with suppress(ProcessLookupError):
+        os.killpg(started.pid, signal.SIGKILL)
+    stop(started)
+
+
+def test_register_survives_its_tracking_server_killed_part_way_and_leaves_the_registry_consistent(
     stack, stack_folder, evaluated, tmp_path
 ):
+    """The server is killed the moment `register` has created its first model version (seen in
+    PostgreSQL), so the stage loses it between creating a version and deciding it: the retry
+    must find that version rather than create a second, decide it once, and go on."""
     repo, env = evaluated
-    stop(stack.processes["mlflow"])
+    assert _registry_rows(stack) == (set(), set())
     flow = subprocess.Popen(
         [sys.executable, "-m", "flows.pipeline"],
         cwd=repo,
@@ -114,7 +153,15 @@ def test_register_waits_out_a_stopped_tracking_server_and_leaves_the_registry_co
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert failed_once.wait(600), "register never failed:\n" + "".join(seen[-60:])
+        deadline = time.monotonic() + 600
+        while not (at_kill := _registry_rows(stack))[0]:
+            assert flow.poll() is None, "the flow ended first:\n" + "".join(seen[-60:])
+            assert time.monotonic() < deadline, "no version in 600 s:\n" + "".join(seen[-60:])
+            time.sleep(0.02)
+        _kill_group(stack.processes["mlflow"])
+        # Part-way: a version exists and the datasets are not all decided.
+        assert len(at_kill[1]) < len(MODELS), at_kill
+        assert failed_once.wait(300), "register never failed:\n" + "".join(seen[-60:])
         # The flow now waits to retry: the server comes back meanwhile.
         _restart(stack, stack_folder, "mlflow", mlflow_command, f"{stack.url('mlflow')}/health")
         code = flow.wait(900)
@@ -137,6 +184,7 @@ def test_register_waits_out_a_stopped_tracking_server_and_leaves_the_registry_co
         assert versions[0].tags[DECISION] == "promoted"
         assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
         assert client.get_model_version_by_alias(name, CHALLENGER).version == "1"
+    assert _registry_rows(stack)[1] == {(f"{d}-classifier", "1") for d in MODELS.values()}
     # The retried run's registry.json says what the registry says.
     assert '"champion_version": "1"' in (repo / "metrics" / "registry.json").read_text()
     assert digits_champion_predicts(stack.url("mlflow"), tmp_path)
