@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassF1Score
 
 from lightning_modules.augment import image_augmentation
 from lightning_modules.registry import create_model
@@ -21,9 +20,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Classifier(L.LightningModule):
-    # Macro-F1 on validation only: on the training split it would only add per-step cost.
-    METRICS = {"train": ("acc",), "val": ("acc", "f1")}
-
     def __init__(
         self,
         model: str,
@@ -47,21 +43,13 @@ class Classifier(L.LightningModule):
         # to predict needs no augmentation library.
         self.augment: nn.Module | None = None
         self._loss_sums: dict[str, torch.Tensor] = {}
+        self._hits: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         # The epoch's figures for its one printed line (the task log of a long training).
         self._figures: dict[str, float] = {}
         self._epoch_started = 0.0
-        metric_types = {
-            "acc": partial(MulticlassAccuracy, average="micro"),
-            "f1": partial(MulticlassF1Score, average="macro"),
-        }
-        self.metrics = nn.ModuleDict(
-            {
-                f"{split}_{name}": metric_types[name](num_classes, validate_args=False)
-                for split, names in self.METRICS.items()
-                for name in names
-            }
-        )
+        # Macro-F1 on validation only: on the training split it would only add per-step cost.
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths) if self.sequence else self.net(x)
@@ -77,16 +65,19 @@ class Classifier(L.LightningModule):
         logits = self(*inputs)
         loss = self.loss(logits, y)
         preds = logits.argmax(dim=1)
-        for name in self.METRICS[split]:
-            self.metrics[f"{split}_{name}"].update(preds, y)
+        if split == "val":
+            self.val_f1.update(preds, y)
         # Summed here and logged once per epoch: a self.log() per step costs about as much as
-        # the forward pass of these small models (bench/train_throughput.py).
+        # the forward pass of these small models, and a torchmetrics update per training step
+        # about a tenth of the CNN's step (bench/train_throughput.py). Accuracy is a count.
         self._loss_sums[split] += loss.detach() * len(y)
+        self._hits[split] += (preds == y).sum()
         self._counts[split] += len(y)
         return loss
 
     def _reset(self, split: str) -> None:
         self._loss_sums[split] = torch.zeros((), device=self.device)
+        self._hits[split] = torch.zeros((), device=self.device, dtype=torch.long)
         self._counts[split] = 0
 
     def _log_epoch(self, split: str) -> None:
@@ -101,17 +92,22 @@ class Classifier(L.LightningModule):
         # the curves of models with other batch sizes line up epoch by epoch.
         self.log("step", float(self.current_epoch), sync_dist=True)  # equal on every process
         # Under DDP each process saw its shard: the figures (logged by rank 0, printed in the
-        # epoch line) are means over every process, as torchmetrics' compute() syncs its own.
-        # sync_dist then averages equal values: without it Lightning warns on every epoch.
-        mean = self.trainer.strategy.reduce(mean, reduce_op="mean")
-        self.log(f"{split}_loss", mean, sync_dist=True)
-        self._figures[f"{split}_loss"] = float(mean)
-        for name in self.METRICS[split]:
-            metric = self.metrics[f"{split}_{name}"]
-            value = metric.compute()
+        # epoch line) are over every process: the loss a mean of means, the accuracy of the
+        # summed hits, and torchmetrics' compute() syncs its own. sync_dist then averages equal
+        # values: without it Lightning warns on every epoch.
+        strategy = self.trainer.strategy
+        seen = torch.tensor(float(self._counts[split]), device=mean.device)
+        hits = strategy.reduce(self._hits[split].float(), reduce_op="sum")
+        figures = {
+            "loss": strategy.reduce(mean, reduce_op="mean"),
+            "acc": hits / strategy.reduce(seen, reduce_op="sum").clamp(min=1),
+        }
+        if split == "val":
+            figures["f1"] = self.val_f1.compute()
+            self.val_f1.reset()
+        for name, value in figures.items():
             self.log(f"{split}_{name}", value, sync_dist=True)
             self._figures[f"{split}_{name}"] = float(value)
-            metric.reset()
 
     def on_train_epoch_start(self) -> None:
         self._reset("train")
