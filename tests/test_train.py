@@ -194,6 +194,21 @@ def test_kept_epoch_is_the_step_of_the_figures_reported(tracked_lstm):
     assert (best.step, best.value) == (kept, metrics["best_val_accuracy"])
 
 
+def test_logged_accuracy_is_the_kept_models_on_the_validation_split(tracked_lstm):
+    """The epoch's accuracy is counted on the device, batch by batch: the kept weights, loaded
+    as evaluate loads them, score exactly that on the validation split."""
+    metrics, _, work = tracked_lstm
+    module, _ = load_classifier(work / "models" / "lstm")
+    data = PreparedDataModule(work / "prepared" / "sequence", batch_size=3)
+    hits = seen = 0
+    with torch.no_grad():
+        for x, lengths, y in data.loader("val", shuffle=False):
+            hits += int((module(x, lengths).argmax(dim=1) == y).sum())
+            seen += len(y)
+    assert seen == data.meta["counts"]["val"]["total"] > 1
+    assert metrics["best_val_accuracy"] == pytest.approx(hits / seen)
+
+
 def _val_history(work: Path, run_id: str, metric: str) -> list[float]:
     client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     return [
