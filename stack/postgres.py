@@ -118,16 +118,21 @@ def _tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
 
 
-def create_databases(state: State) -> None:
+def connect(state: State, database: str):  # noqa: ANN201 (a psycopg2 connection)
+    """A connection to `database` of the stack's cluster, as the stack's user."""
     import psycopg2  # the stack's own package (stack/requirements.txt): not in every venv
 
-    connection = psycopg2.connect(
+    return psycopg2.connect(
         host="127.0.0.1",
         port=state.ports["postgres"],
         user=DB_USER,
         password=state.postgres_password,
-        dbname="postgres",
+        dbname=database,
     )
+
+
+def create_databases(state: State) -> None:
+    connection = connect(state, "postgres")
     connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
     try:
         with connection.cursor() as cursor:

@@ -34,7 +34,8 @@ for module in ("moto", "psycopg2", "boto3"):  # before the stack's modules impor
 
 from mlflow import MlflowClient  # noqa: E402
 
-from stack.config import DB_USER, DVC_BUCKET  # noqa: E402
+from stack import postgres  # noqa: E402
+from stack.config import DVC_BUCKET  # noqa: E402
 from stack.lifecycle import HEALTH_TIMEOUT  # noqa: E402
 from stack.processes import spawn, stop, wait_until  # noqa: E402
 from stack.servers import (  # noqa: E402
@@ -95,15 +96,7 @@ def _restart(state, folder: Path, name: str, command, health: str) -> None:  # n
 def _registry_rows(state) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:  # noqa: ANN001
     """The model versions in the MLflow server's own PostgreSQL store, and those decided: read
     from the database, so it answers while the server is down."""
-    import psycopg2
-
-    connection = psycopg2.connect(
-        host="127.0.0.1",
-        port=state.ports["postgres"],
-        user=DB_USER,
-        password=state.postgres_password,
-        dbname="mlflow",
-    )
+    connection = postgres.connect(state, "mlflow")
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT name, version FROM model_versions")
