@@ -7,7 +7,6 @@ DataLoader streams items from the memory map.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lightning_modules.prepared import load_split, read_meta
 
 SPLITS = ("train", "val", "test")
 # Leave most of the device's free memory to the model and activations.
@@ -94,16 +95,6 @@ class _ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(torch.as_tensor(np.array(a[i])) for a in self.arrays)
-
-
-def read_meta(root: Path) -> dict:
-    return json.loads((root / "meta.json").read_text())
-
-
-def load_split(root: Path, split: str) -> tuple[np.ndarray, ...]:
-    """(x, [lengths,] y) of one split, memory-mapped."""
-    names = ["x", "len", "y"] if (root / f"len_{split}.npy").exists() else ["x", "y"]
-    return tuple(np.load(root / f"{n}_{split}.npy", mmap_mode="r") for n in names)
 
 
 class PreparedDataModule(L.LightningDataModule):

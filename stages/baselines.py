@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_modules.data import load_split
+from lightning_modules.prepared import load_split
 from stages.metrics import classification_metrics
 
 BASELINES = ("majority", "1nn_euclidean")

@@ -34,8 +34,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from lightning_modules.data import load_split, read_meta
 from lightning_modules.export import load_classifier
+from lightning_modules.prepared import load_split, read_meta
 from stages.atomic import atomic_outputs, json_text
 from stages.baselines import baseline_metrics
 from stages.config import MlflowConfig, ModelConfig, load_params

@@ -33,7 +33,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from lightning_modules.data import read_meta
+from lightning_modules.prepared import read_meta
 from stages.atomic import write_json
 from stages.baselines import best_baseline
 from stages.config import Params, RegisterConfig, load_params

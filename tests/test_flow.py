@@ -18,16 +18,14 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.pipeline import StageFailed, _stage_exit_code, pipeline
-from stages.config import load_params
 from stages.links import MAKE_UI
-from tests.conftest import REPO
+from tests.conftest import FLOW_MODELS
 
-PARAMS = load_params(REPO / "params.yaml")
 SKIPPED = "unchanged since dvc.lock"  # what a task the flow skips logs
-SEQUENCE_MODELS = sorted(n for n, m in PARAMS.models.items() if m.dataset == "japanese_vowels")
+SEQUENCE_MODELS = sorted(n for n, d in FLOW_MODELS.items() if d == "japanese_vowels")
 STAGES = [
-    *(f"{stage}@{d}" for stage in ("ingest", "prepare") for d in sorted(PARAMS.datasets)),
-    *(f"{stage}@{m}" for stage in ("train", "evaluate") for m in sorted(PARAMS.models)),
+    *(f"{stage}@{d}" for stage in ("ingest", "prepare") for d in sorted(set(FLOW_MODELS.values()))),
+    *(f"{stage}@{m}" for stage in ("train", "evaluate") for m in sorted(FLOW_MODELS)),
     "register",
 ]
 
@@ -144,7 +142,7 @@ def test_artifacts_hold_the_metrics_and_decisions(flow_repo):
     root, state = flow_repo
     found = artifacts(state)
     rows = json.loads(found["model-metrics"])
-    assert sorted(r["model"] for r in rows) == sorted(PARAMS.models)
+    assert sorted(r["model"] for r in rows) == sorted(FLOW_MODELS)
     for row in rows:
         evaluation = json.loads((root / "metrics/eval" / f"{row['model']}.json").read_text())
         assert row["test_accuracy"] == round(evaluation["test_accuracy"], 4)

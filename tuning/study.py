@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
-from lightning_modules.data import read_meta
+from lightning_modules.prepared import read_meta
 from stages.config import MlflowConfig, ModelConfig, Params, TrainerConfig
 from stages.errors import PipelineError
 from stages.model_config import ARCH_SECTIONS, AugmentSpec
