@@ -10,6 +10,7 @@ over the seeds. Prints a markdown table; `--out` writes the raw results as JSON.
 
     python bench/tune_suite.py                                   # ACSF1 and ArrowHead, lstm
     python bench/tune_suite.py --archives GunPoint --trials 3 --seeds 1
+    python bench/tune_suite.py --metric val_acc --folds 5    # another selection than params'
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def search(raw: dict, archive: str, model: str, args: argparse.Namespace) -> dic
     trials by state, and the search's wall time."""
     params = suite_params(raw, archive, [model], seed=0, max_epochs=None)
     tune = raw["tune"][model] | {
-        k: v for k, v in {"trials": args.trials, "folds": args.folds}.items() if v is not None
+        k: v
+        for k, v in {"trials": args.trials, "folds": args.folds, "metric": args.metric}.items()
+        if v is not None
     }
     params["tune"] = {model: tune}
     with tempfile.TemporaryDirectory(prefix="tune_suite_") as tmp:
@@ -76,6 +79,9 @@ def main() -> None:
     parser.add_argument("--model", default="lstm")
     parser.add_argument("--trials", type=positive, help="default: params.yaml's tune.<model>")
     parser.add_argument("--folds", type=positive, help="default: params.yaml's tune.<model>")
+    parser.add_argument(
+        "--metric", choices=["val_loss", "val_acc", "val_f1"], help="default: params.yaml's"
+    )
     parser.add_argument("--workers", type=positive, default=2)
     parser.add_argument("--seeds", type=positive, default=3)
     parser.add_argument("--out", type=Path)
