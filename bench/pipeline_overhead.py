@@ -3,10 +3,12 @@
 In fresh copies of the repository (tracked files only, each with its own MLflow store): plain
 `dvc repro` of the whole pipeline in one, `python -m flows.pipeline` over the same work in
 another, then both again with nothing changed: the flow from a cold start (its temporary
-Prefect server included) and against a running Prefect server; `--rounds` times, alternating,
-medians. Prints one JSON line per measurement and one with the ratios. Goals: the flow adds at
-most 5 % when work runs; with nothing changed it takes under 6 s from a cold start and under
-3 s against a running server.
+Prefect server included) and against a running Prefect server, twice: the first flow run that
+server sees (it creates the flow and warms its own caches), and the next one, as every later
+scheduled run finds it; `--rounds` times, alternating, medians. Prints one JSON line per
+measurement and one with the ratios. Goals: the flow adds at most 5 % when work runs; with
+nothing changed it takes under 6 s from a cold start and under 3 s against a running server
+(its second run).
 
     python bench/pipeline_overhead.py [--rounds 2]
 """
@@ -112,12 +114,14 @@ def main() -> None:
             plain = fresh_copy(Path(tmp) / "plain")
             flow = fresh_copy(Path(tmp) / "flow")
             with prefect_server(Path(tmp) / "prefect") as api:
+                warm = {"PREFECT_API_URL": api}
                 for name, command, where, env in (
                     ("dvc_repro_work_s", dvc, plain, {}),
                     ("flow_work_s", prefect, flow, {}),
                     ("dvc_repro_nothing_changed_s", dvc, plain, {}),
                     ("flow_nothing_changed_cold_s", prefect, flow, {}),
-                    ("flow_nothing_changed_server_s", prefect, flow, {"PREFECT_API_URL": api}),
+                    ("flow_nothing_changed_server_s", prefect, flow, warm),
+                    ("flow_nothing_changed_server_again_s", prefect, flow, warm),
                     ("empty_flow_cold_s", [sys.executable, "-c", EMPTY_FLOW], flow, {}),
                 ):
                     seconds = timed(command, where, **env)
@@ -133,8 +137,9 @@ def main() -> None:
                     medians["flow_work_s"] / medians["dvc_repro_work_s"], 3
                 ),
                 "flow_nothing_changed_cold_under_6s": medians["flow_nothing_changed_cold_s"] < 6,
-                "flow_nothing_changed_server_under_3s": medians["flow_nothing_changed_server_s"]
-                < 3,
+                "flow_nothing_changed_server_under_3s": (
+                    medians["flow_nothing_changed_server_again_s"] < 3
+                ),
             }
         )
     )
