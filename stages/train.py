@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,7 +129,11 @@ def run(
             data_hash = tags.get("data_dvc_md5", "unknown")
             log_training_data(client, run_id, model.dataset, data_hash, prepared, data.meta)
         try:
-            trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
+            with warnings.catch_warnings():
+                # A resumed training reads this folder's checkpoints (_resumable cleared
+                # anything else): Lightning's warning that the folder is not empty is noise.
+                warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+                trainer.fit(system, datamodule=data, ckpt_path=resume.get("last"))
         except NonFiniteLossError as exc:
             shutil.rmtree(checkpoints, ignore_errors=True)  # a diverged run is not worth resuming
             raise PipelineError(f"train@{name}: {exc}; no model was written") from None
