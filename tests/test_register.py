@@ -312,3 +312,12 @@ def test_a_model_trained_on_shuffled_labels_is_rejected(tmp_path):
     )["seq"]
     assert report["decisions"][0]["action"] == "rejected"
     assert report["champion_version"] is None
+
+
+@pytest.mark.parametrize("module", ["stages.register", "stages.baselines"])
+def test_starts_without_torch_or_lightning(module):
+    """They read the prepared arrays with NumPy (lightning_modules/prepared.py): Lightning and
+    torch would add seconds to every flow run that registers."""
+    code = f"import sys, {module}; print(sorted({{'lightning', 'torch'}} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
