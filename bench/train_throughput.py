@@ -6,6 +6,8 @@ Prints one JSON line per model: model, project_samples_per_s, plain_torch_sample
 (project / plain).
 
     python bench/train_throughput.py [--epochs 5] [--repeats 3] [--accelerator cpu]
+
+It reads the prepared data of the workspace (`dvc repro prepare` or `make run` first).
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ def main() -> None:
     params = load_params()
     device = torch.device(args.accelerator)
     precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+    missing = sorted(
+        {str(params.paths.prepared / m.dataset) for m in params.models.values()}
+        - {str(p.parent) for p in params.paths.prepared.glob("*/meta.json")}
+    )
+    if missing:
+        raise SystemExit(f"error: no prepared data in {', '.join(missing)}: run `dvc repro` first")
     for name, model in params.models.items():
         root = params.paths.prepared / model.dataset
         runs = {"project": [], "plain": []}
