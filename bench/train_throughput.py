@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import lightning as L
@@ -61,7 +63,8 @@ def project(model: ModelConfig, root: Path, epochs: int, accelerator: str, preci
         gradient_clip_val=model.gradient_clip,
         callbacks=[clock, _Collect()],
     )
-    trainer.fit(build_classifier(model, data.meta), datamodule=data)
+    with redirect_stdout(sys.stderr):  # the system's epoch lines: stdout holds the JSON only
+        trainer.fit(build_classifier(model, data.meta), datamodule=data)
     n = data.meta["counts"]["train"]["total"]
     return n * epochs / sum(seconds[1:])  # the first epoch is the warm-up
 
