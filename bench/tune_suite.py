@@ -23,12 +23,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import optuna
 import yaml
 from sequence_suite import spread, suite_params
 from suite.args import positive
 from suite.repo import BIN, ROOT, copy_repo, run_pipeline
+
+from stages.tune_config import TuneConfig
 
 
 def search(raw: dict, archive: str, model: str, args: argparse.Namespace) -> dict:
@@ -79,9 +82,8 @@ def main() -> None:
     parser.add_argument("--model", default="lstm")
     parser.add_argument("--trials", type=positive, help="default: params.yaml's tune.<model>")
     parser.add_argument("--folds", type=positive, help="default: params.yaml's tune.<model>")
-    parser.add_argument(
-        "--metric", choices=["val_loss", "val_acc", "val_f1"], help="default: params.yaml's"
-    )
+    metrics = get_args(TuneConfig.model_fields["metric"].annotation)
+    parser.add_argument("--metric", choices=metrics, help="default: params.yaml's")
     parser.add_argument("--workers", type=positive, default=2)
     parser.add_argument("--seeds", type=positive, default=3)
     parser.add_argument("--out", type=Path)
