@@ -116,10 +116,8 @@ def main() -> None:
     params = load_params()
     device = torch.device(args.accelerator)
     precision = "bf16-mixed" if device.type == "cuda" else "32-true"
-    missing = sorted(
-        {str(params.paths.prepared / m.dataset) for m in params.models.values()}
-        - {str(p.parent) for p in params.paths.prepared.glob("*/meta.json")}
-    )
+    folders = {params.paths.prepared / m.dataset for m in params.models.values()}
+    missing = sorted(str(f) for f in folders if not (f / "meta.json").is_file())
     if missing:
         raise SystemExit(f"error: no prepared data in {', '.join(missing)}: run `dvc repro` first")
     for name, model in params.models.items():

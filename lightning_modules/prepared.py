@@ -1,7 +1,7 @@
 """The prepare stage's folder, read with NumPy alone: `meta.json` and each split's arrays.
 
-Kept apart from the DataModule so that what only reads the prepared data (baselines, register,
-the tuner's set-up) does not import Lightning, which costs seconds per process.
+Kept apart from the DataModule so that what only reads the prepared data (baselines, register)
+does not import Lightning, which costs seconds per process.
 """
 
 from __future__ import annotations
