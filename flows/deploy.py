@@ -30,7 +30,7 @@ from uuid import UUID
 
 # Prefect is imported only once PREFECT_API_URL is set: it reads its settings on import.
 ROOT = Path(__file__).resolve().parent.parent
-ENTRYPOINT = "flows/pipeline.py:pipeline"  # relative to a clone's root
+ENTRYPOINT = "flows/train_pipeline.py:pipeline"  # relative to a clone's root
 
 
 def ensure_server(host: str, port: int, log: Path, timeout: float = 120.0) -> str:
@@ -97,8 +97,8 @@ def _training_settings() -> dict[str, Any]:
 
 
 def deployments():  # noqa: ANN201 (Prefect's RunnerDeployment)
-    from flows.pipeline import pipeline
     from flows.predict import predict
+    from flows.train_pipeline import pipeline
 
     train = pipeline.to_deployment(**_training_settings())
     batch = predict.to_deployment(name="on-demand", description="Champion batch prediction.")
@@ -109,7 +109,7 @@ def deploy_to_pool(pool: str, source: str, branch: str | None) -> UUID:
     """The training deployment on work pool `pool`, its code cloned from git `source`."""
     from prefect.runner.storage import GitRepository
 
-    from flows.pipeline import pipeline
+    from flows.train_pipeline import pipeline
 
     # A workers' machine clones the repository for each run (Prefect's git_clone pull step)
     # into the run's own temporary folder: no run sees another's files.

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 
-from flows.pipeline import ROOT
+from flows.temporary_server import prefect_api
 from stages.atomic import atomic_file
 from stages.config import DatasetConfig, ImageSpec, Params, load_params
 from stages.errors import BAD_INPUT_EXIT, TRANSIENT_EXIT, PipelineError, TransientError
@@ -31,6 +31,8 @@ from stages.preprocess import MAX_INPUT_VALUES
 from stages.register import CHAMPION, registered_name
 from stages.tracking import connect, redact, tracking_uri
 from stages.tsfile import read_ts
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @task
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         # Checked before the flow starts too: inside it, Prefect would log each of these
         # errors with a traceback of hundreds of lines.
         champion_uri(args.dataset, load_params(ROOT / "params.yaml"))
-        predict(args.dataset, args.input, args.output)
+        with prefect_api():
+            predict(args.dataset, args.input, args.output)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(TRANSIENT_EXIT if isinstance(exc, TransientError) else BAD_INPUT_EXIT)

@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stage_log import is_noise, stage_env
+from flows.temporary_server import prefect_api
 from stages.config import load_params
 from stages.errors import PipelineError
 from stages.links import mlflow_ui_url, run_url
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        tune(args.model, trials=args.trials, workers=args.workers, apply=args.apply)
+        with prefect_api():
+            tune(args.model, trials=args.trials, workers=args.workers, apply=args.apply)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

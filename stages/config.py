@@ -181,7 +181,7 @@ class ScheduleConfig(Section):
 
 
 class FlowConfig(Section):
-    """The Prefect flow over the DVC stages (flows/pipeline.py) and its schedule."""
+    """The Prefect flow over the DVC stages (flows/train_pipeline.py) and its schedule."""
 
     max_parallel: Annotated[int, Field(ge=1, le=64)] = 2
     # A training already uses every core (or the GPU); two at once on the same cores only slow

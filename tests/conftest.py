@@ -136,7 +136,7 @@ FLOW_MODELS = {"cnn": "digits", "lstm": "japanese_vowels"}
 @pytest.fixture(scope="session")
 def flow_repo(tmp_path_factory, prefect_harness):
     """A shrunken copy of FLOW_MODELS with its own MLflow store, where the flow has run once."""
-    from flows.pipeline import pipeline
+    from flows.train_pipeline import pipeline
 
     root = copy_repo(tmp_path_factory.mktemp("flow") / "repo")
     shrink_to(

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
-from flows.pipeline import StageFailed, _stage_exit_code, pipeline
+from flows.train_pipeline import StageFailed, _stage_exit_code, pipeline
 from stages.links import MAKE_UI
 from tests.conftest import FLOW_MODELS
 

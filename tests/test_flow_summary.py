@@ -8,7 +8,6 @@ from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from prefect.tasks import exponential_backoff
 
-from flows.pipeline import BIN, backoff_rest
 from flows.stage_log import is_noise, stage_env
 from flows.summary import (
     DECISIONS_DESCRIPTION,
@@ -17,6 +16,7 @@ from flows.summary import (
     registry_markdown,
     table_rows,
 )
+from flows.train_pipeline import BIN, backoff_rest
 from stages.config import load_params
 from stages.links import MAKE_UI, mlflow_ui_url, version_url
 from tests.conftest import REPO

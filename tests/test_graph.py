@@ -46,7 +46,7 @@ def test_added_data_is_no_stage_of_the_graph(tmp_path):
 
 
 def test_flow_runs_the_stages_of_added_data(tmp_path, prefect_harness):
-    from flows.pipeline import pipeline
+    from flows.train_pipeline import pipeline
 
     repo = _repo_with_added_data(tmp_path)
     status = pipeline(stages=["prepare@pets", "prepare@tiny"], project_dir=str(repo))
