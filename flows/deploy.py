@@ -23,10 +23,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+
+from flows.temporary_server import healthy
 
 # Prefect is imported only once PREFECT_API_URL is set: it reads its settings on import.
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ ENTRYPOINT = "flows/train_pipeline.py:pipeline"  # relative to a clone's root
 def ensure_server(host: str, port: int, log: Path, timeout: float = 120.0) -> str:
     """The API URL of a Prefect server at host:port, started in the background if none answers."""
     api = f"http://{host}:{port}/api"
-    if _healthy(api):
+    if healthy(api):
         return api
     env = {
         **os.environ,
@@ -62,19 +63,11 @@ def ensure_server(host: str, port: int, log: Path, timeout: float = 120.0) -> st
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout
-    while not _healthy(api):
+    while not healthy(api):
         if time.monotonic() > deadline:
             sys.exit(f"error: the Prefect server did not start in {timeout:.0f} s; see {log}")
         time.sleep(0.5)
     return api
-
-
-def _healthy(api: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _training_settings() -> dict[str, Any]:

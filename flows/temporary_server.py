@@ -92,7 +92,7 @@ class _Server:
         """Until the server answers its health check; a PipelineError after `timeout` seconds
         from its start, or when it exits (unless another process took its port meanwhile:
         then it starts again on another)."""
-        while (code := self.process.poll()) is not None or not _healthy(self.api):
+        while (code := self.process.poll()) is not None or not healthy(self.api):
             if code == PORT_IN_USE_EXIT and not _is_free(self.port):  # taken since chosen
                 self._launch()
                 print(f"Port taken: starting it on {self.api}", file=sys.stderr, flush=True)
@@ -134,7 +134,8 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def _healthy(api: str) -> bool:
+def healthy(api: str) -> bool:
+    """Whether a Prefect server answers its health check at `api`."""
     try:
         with urllib.request.urlopen(f"{api}/health", timeout=1) as response:
             return response.status == 200

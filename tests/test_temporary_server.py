@@ -7,12 +7,11 @@ import re
 import sqlite3
 import subprocess
 import sys
-import urllib.request
 
 import psutil
 from prefect.settings import PREFECT_API_URL
 
-from flows.temporary_server import prefect_api
+from flows.temporary_server import healthy, prefect_api
 
 BIN = os.path.dirname(sys.executable)
 STARTED = re.compile(r"Starting a temporary Prefect server on (http://127\.0\.0\.1:\d+/api)")
@@ -38,20 +37,12 @@ def _cli(root, prefect_home, *args, **env):
     )
 
 
-def _answers(api: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def test_the_command_line_runs_on_its_own_server_which_keeps_every_log_line(flow_repo, tmp_path):
     root, _ = flow_repo
     done = _cli(root, tmp_path / "prefect", "--stages", "prepare@digits")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     api = STARTED.search(done.stderr).group(1)
-    assert not _answers(api)  # stopped with the run
+    assert not healthy(api)  # stopped with the run
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         (state,) = db.execute("SELECT state_type FROM flow_run").fetchone()
         messages = [m for (m,) in db.execute("SELECT message FROM log")]
