@@ -38,7 +38,8 @@ def prefect_api() -> Iterator[str | None]:
     The server starts before Prefect's settings are read unless PREFECT_API_URL is in the
     environment: a server named only in a profile is found after Prefect's import, and the
     temporary one is stopped unused."""
-    server = None if os.environ.get("PREFECT_API_URL") else _Server()
+    previous = os.environ.get("PREFECT_API_URL")
+    server = None if previous else _Server()
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
@@ -60,7 +61,10 @@ def prefect_api() -> Iterator[str | None]:
         yield server.api
     finally:
         _drain_workers()
-        del os.environ["PREFECT_API_URL"]
+        if previous is None:
+            del os.environ["PREFECT_API_URL"]
+        else:
+            os.environ["PREFECT_API_URL"] = previous  # an empty one
         refresh_global_settings_context()
         server.stop()
 
