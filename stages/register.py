@@ -267,17 +267,25 @@ def _alias(client, name, alias) -> ModelVersion | None:
 
 @contextmanager
 def lost_server_is_transient(uri: str) -> Iterator[None]:
-    """A tracking server that stops answering after `connect` (stopped, restarted, its network
-    gone) is as transient as one that never answered: a TransientError, exit 75, which the flow
-    retries, and the retry registers where this run stopped (each version is created and
-    decided once). MLflow raises a plain MlflowException for it, with the `requests` error as
-    its context (mlflow/utils/rest_utils.py: "API request to ... failed with exception ..."),
-    which would end the stage like a bug, not retried. Here, not in stages.tracking: every
-    train stage depends on that file, and this concerns register alone."""
+    """A tracking server that stops answering after `connect` (stopped, restarted, killed
+    part-way through an answer, its network gone) is as transient as one that never answered:
+    a TransientError, exit 75, which the flow retries, and the retry registers where this run
+    stopped (each version is created and decided once). MLflow raises a plain MlflowException
+    for it, with the `requests` error as its context (mlflow/utils/rest_utils.py: "API request
+    to ... failed with exception ..."), which would end the stage like a bug, not retried.
+    Here, not in stages.tracking: every train stage depends on that file, and this concerns
+    register alone."""
     try:
         yield
     except MlflowException as exc:
-        lost = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+        lost = (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.RetryError,
+            # Killed while it answered: "Connection broken: IncompleteRead" (the request may
+            # have been carried out; the retry finds what it made).
+            requests.exceptions.ChunkedEncodingError,
+        )
         if not isinstance(exc.__cause__ or exc.__context__, lost):
             raise
         raise TransientError(

@@ -2,8 +2,10 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 import yaml
@@ -48,6 +50,33 @@ def test_a_server_lost_after_connect_is_transient_for_register(monkeypatch):
     # Any other MLflow error is not retried: it says what is wrong.
     with pytest.raises(MlflowException, match="no such model"), lost_server_is_transient(uri):
         raise MlflowException("no such model")
+
+
+def test_a_server_killed_part_way_through_its_answer_is_transient_for_register(monkeypatch):
+    """What a tracking server killed while it answers `create_model_version` leaves a client
+    (seen in tests/test_team_faults.py under load): the headers, then the connection closed
+    with the body unsent, which `requests` raises as a ChunkedEncodingError."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def answer_half() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 926\r\n\r\n"
+                )
+
+        server = threading.Thread(target=answer_half, daemon=True)
+        server.start()
+        lost = pytest.raises(TransientError, match="stopped answering.*IncompleteRead")
+        with lost, lost_server_is_transient(uri):
+            MlflowClient(uri).create_model_version("digits-classifier", "models:/m-1")
+        server.join(10)
 
 
 @pytest.mark.server
