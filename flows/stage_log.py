@@ -15,6 +15,8 @@ from pathlib import Path
 #   (lightning/pytorch/trainer/connectors/logger_connector), with no switch to turn it off; its
 #   TPU line (this project trains on CPUs and CUDA GPUs; the GPU line stays), its note on
 #   sizing the schedule, and its deprecation warning about torch 2.13's pytree API.
+# - MLflow's note that it checks a model's input example, on every logged model
+#   (mlflow/pyfunc/__init__.py), with no switch but the log level of the stage's whole logger.
 NOISE = re.compile(
     r"To track the changes with git, run:"
     r"|\s+git add .*"
@@ -25,6 +27,7 @@ NOISE = re.compile(
     r"|TPU available: .*"
     r"|Loading `train_dataloader` to estimate number of stepping batches\."
     r"|.*/lightning/pytorch/utilities/_pytree\.py:\d+: `isinstance\(treespec, LeafSpec\)` .*"
+    r"|[\d/]+ [\d:]+ INFO mlflow\.pyfunc: Validating input example against model signature"
 )
 
 

@@ -150,6 +150,7 @@ def test_descriptions_render_their_paths_literally():
         "/repo/.venv/lib/python3.11/site-packages/lightning/pytorch/utilities/_pytree.py:21: "
         "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) "
         "and treespec.is_leaf()` instead.",
+        "2026/12/07 05:23:17 INFO mlflow.pyfunc: Validating input example against model signature",
     ],
 )
 def test_tool_hints_are_noise(line):
@@ -163,6 +164,7 @@ def test_tool_hints_are_noise(line):
         "Updating lock file 'dvc.lock'",
         "error: git add failed",
         "GPU available: True (cuda), used: True",
+        "2026/12/07 05:23:17 WARNING mlflow.pyfunc: Failed to validate the input example",
     ],
 )
 def test_stage_output_is_not_noise(line):
