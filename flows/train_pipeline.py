@@ -21,6 +21,7 @@ the DVC remote (flows/remote.py), checked before any stage runs.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ def run_stage(stage: str, root: str, force: bool, changed: bool) -> str | State:
     command = [str(BIN / "dvc"), "repro", "--single-item", stage, *(["--force"] if force else [])]
     code, lines = _stream(command, root)
     if code != 0:
-        raise StageFailed(stage, _error_message(lines), _stage_exit_code(lines))
+        raise StageFailed(stage, _error_message(lines, code), _stage_exit_code(lines))
     if any(line.startswith("Running stage") for line in lines):
         return "ran"
     return Completed(name="Skipped", data="skipped")
@@ -112,7 +113,7 @@ def push_outputs(root: str, remote: str) -> None:
     code, lines = _stream([str(BIN / "dvc"), "push", "--remote", remote], root)
     if code != 0:
         # A PipelineError: main() prints it as one line, as it does a failed stage.
-        raise PipelineError(f"dvc push to {remote} failed: {_error_message(lines)}")
+        raise PipelineError(f"dvc push to {remote} failed: {_error_message(lines, code)}")
 
 
 def _stream(command: list[str], root: str) -> tuple[int, list[str]]:
@@ -138,9 +139,11 @@ def _stream(command: list[str], root: str) -> tuple[int, list[str]]:
     return process.wait(), lines
 
 
-def _error_message(lines: list[str]) -> str:
+def _error_message(lines: list[str], code: int) -> str:
     """The stage's own `error:` line(s), else the exception that ended a traceback, else DVC's
-    ERROR line."""
+    ERROR line; for a DVC process stopped by a signal (its exit status -N), that signal."""
+    if code < 0:
+        return f"dvc was stopped by {signal.Signals(-code).name}, from outside the flow"
     own = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
     if own:
         return "\n".join(own)

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
-from flows.train_pipeline import StageFailed, _stage_exit_code, pipeline
+from flows.train_pipeline import StageFailed, _error_message, _stage_exit_code, pipeline
 from stages.links import MAKE_UI
 from tests.conftest import FLOW_MODELS
 
@@ -232,6 +232,13 @@ def test_a_busy_dvc_lock_is_a_transient_failure():
         '"$DVC_STAGE", exited with 2'
     ]
     assert not StageFailed("train@cnn", "bad input", _stage_exit_code(failed)).transient
+
+
+def test_a_dvc_process_stopped_by_a_signal_says_so():
+    """Its last line is the stage's command, which says nothing of what happened."""
+    lines = ["Running stage 'evaluate@fcn':", '> python -m stages.evaluate "$DVC_STAGE"']
+    assert _error_message(lines, -15) == "dvc was stopped by SIGTERM, from outside the flow"
+    assert _error_message([*lines, "error: no such file"], 2) == "no such file"
 
 
 def test_transient_failure_is_retried(flow_repo):
