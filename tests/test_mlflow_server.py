@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,6 +53,19 @@ def test_a_server_lost_after_connect_is_transient_for_register(monkeypatch):
         raise MlflowException("no such model")
 
 
+def read_request(connection: socket.socket) -> None:
+    """Read one whole HTTP request, body included: closing with unread bytes would reset the
+    connection (RST) instead of ending the answer short, which is a different fault."""
+    received = connection.recv(65536)
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    remaining = int(length.group(1)) - len(body) if length else 0
+    while remaining > 0 and (chunk := connection.recv(65536)):
+        remaining -= len(chunk)
+
+
 def test_a_server_killed_part_way_through_its_answer_is_transient_for_register(monkeypatch):
     """What a tracking server killed while it answers `create_model_version` leaves a client
     (seen in tests/test_team_faults.py under load): the headers, then the connection closed
@@ -65,7 +79,7 @@ def test_a_server_killed_part_way_through_its_answer_is_transient_for_register(m
         def answer_half() -> None:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(65536)
+                read_request(connection)
                 connection.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 926\r\n\r\n"
