@@ -2,11 +2,10 @@
 
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import yaml
@@ -53,17 +52,19 @@ def test_a_server_lost_after_connect_is_transient_for_register(monkeypatch):
         raise MlflowException("no such model")
 
 
-def read_request(connection: socket.socket) -> None:
-    """Read one whole HTTP request, body included: closing with unread bytes would reset the
-    connection (RST) instead of ending the answer short, which is a different fault."""
-    received = connection.recv(65536)
-    while b"\r\n\r\n" not in received:
-        received += connection.recv(65536)
-    head, body = received.split(b"\r\n\r\n", 1)
-    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    remaining = int(length.group(1)) - len(body) if length else 0
-    while remaining > 0 and (chunk := connection.recv(65536)):
-        remaining -= len(chunk)
+class AnswerHalf(BaseHTTPRequestHandler):
+    """Reads the whole request (closing with unread bytes would reset the connection, a
+    different fault), then sends the headers of an answer and closes with its body unsent."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "926")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # no request lines in the test's output
+        pass
 
 
 def test_a_server_killed_part_way_through_its_answer_is_transient_for_register(monkeypatch):
@@ -71,26 +72,14 @@ def test_a_server_killed_part_way_through_its_answer_is_transient_for_register(m
     (seen in tests/test_team_faults.py under load): the headers, then the connection closed
     with the body unsent, which `requests` raises as a ChunkedEncodingError."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-        def answer_half() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                read_request(connection)
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 926\r\n\r\n"
-                )
-
-        server = threading.Thread(target=answer_half, daemon=True)
-        server.start()
+    with HTTPServer(("127.0.0.1", 0), AnswerHalf) as server:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        answering = threading.Thread(target=server.handle_request, daemon=True)
+        answering.start()
         lost = pytest.raises(TransientError, match="stopped answering.*IncompleteRead")
         with lost, lost_server_is_transient(uri):
             MlflowClient(uri).create_model_version("digits-classifier", "models:/m-1")
-        server.join(10)
+        answering.join(10)
 
 
 @pytest.mark.server
