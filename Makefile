@@ -6,11 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-# Prefect's temporary server creates its database on a machine's first run: the migrations took
-# 20.9 s on 2 cores, past Prefect's 20 s start-up limit, and a fresh clone's make run failed.
-# (Not [tool.prefect] in pyproject.toml: with it there, a served deployment's server answered
-# 503 to create_flow_run in tests/test_schedule.py.)
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
 .PHONY: setup run test test-all lint lock clean ui serve plots tune stack stack-down
 
