@@ -32,6 +32,7 @@ from suite.args import positive
 # `suite` is bench/suite: Python puts this script's folder first on sys.path.
 from suite.repo import BIN, ROOT, copy_repo
 
+from stages.baselines import nearest
 from stages.config import parse_params
 from stages.errors import PipelineError
 from stages.ingest import shipped_sktime_datasets
@@ -82,11 +83,11 @@ def fold_accuracy(model, trainer_cfg, data: FoldDataModule, seed: int) -> float:
 
 
 def nearest_euclidean_accuracy(data: FoldDataModule) -> float:
-    """1-NN Euclidean on the fold's prepared arrays (zero-padded, as the pipeline's baseline)."""
+    """1-NN Euclidean on the fold's prepared arrays (zero-padded), as `evaluate`'s baseline."""
     (x_train, *_, y_train), (x_val, *_, y_val) = data.arrays["train"], data.arrays["val"]
-    x_train, x_val = (np.asarray(x).reshape(len(x), -1) for x in (x_train, x_val))
-    distances = ((x_val[:, None] - x_train[None]) ** 2).sum(axis=-1)
-    return float((np.asarray(y_train)[distances.argmin(axis=1)] == np.asarray(y_val)).mean())
+    x_train, x_val = (np.asarray(x, np.float64).reshape(len(x), -1) for x in (x_train, x_val))
+    found = np.asarray(y_train)[nearest(x_train, x_val)]
+    return float((found == np.asarray(y_val)).mean())
 
 
 def main() -> None:
