@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+# bench/'s own modules: Python puts this script's folder first on sys.path.
 from sequence_suite import sequence_models, suite_params
 from suite.args import positive
-
-# `suite` is bench/suite: Python puts this script's folder first on sys.path.
 from suite.repo import BIN, ROOT, copy_repo
 
 from stages.baselines import nearest
-from stages.config import parse_params
+from stages.config import ModelConfig, TrainerConfig, parse_params
 from stages.errors import PipelineError
 from stages.ingest import shipped_sktime_datasets
 from tuning.folds import FoldDataModule
@@ -64,7 +64,9 @@ def prepared_copy(tmp: Path, params: dict, key: str) -> Path:
     return repo / parse_params(params).paths.prepared / key
 
 
-def fold_accuracy(model, trainer_cfg, data: FoldDataModule, seed: int) -> float:  # noqa: ANN001
+def fold_accuracy(
+    model: ModelConfig, trainer_cfg: TrainerConfig, data: FoldDataModule, seed: int
+) -> float:
     """Validation accuracy of the weights the train stage would keep, trained on the fold."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
