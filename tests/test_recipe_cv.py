@@ -1,4 +1,4 @@
-"""bench/recipe_cv.py: a bad setting stops it before any work; a smoke run on one archive (`slow`)."""
+"""bench/recipe_cv.py: a bad setting stops it before any work; a smoke run (`slow`)."""
 
 import json
 import statistics
