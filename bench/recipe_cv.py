@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -36,7 +37,11 @@ from stages.baselines import nearest
 from stages.config import ModelConfig, TrainerConfig, parse_params
 from stages.errors import PipelineError
 from stages.ingest import shipped_sktime_datasets
-from tuning.folds import FoldDataModule
+
+# Lightning, torch and scikit-learn load once the settings are checked: a bad one is answered
+# in a second, not after ten of imports.
+if TYPE_CHECKING:
+    from tuning.folds import FoldDataModule
 
 
 def setting(text: str) -> tuple[str, object]:
@@ -128,6 +133,8 @@ def main() -> None:
     model = parsed.models[args.model]
 
     import torch
+
+    from tuning.folds import FoldDataModule
 
     torch.set_num_threads(args.threads)
     scores, nearest = [], []

@@ -30,8 +30,6 @@ from stages.preprocess import to_model_input
 
 REQUIREMENTS = (
     "torch",
-    "lightning",
-    "torchmetrics",
     "numpy",
     "pandas",
     "pillow",

@@ -4,6 +4,8 @@ import csv
 import errno
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -290,3 +292,13 @@ def test_missing_training_run(evaluated, tmp_path):
             f"sqlite:///{tmp_path / 'other.db'}",
         )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module", ["stages.evaluate", "stages.pyfunc_model"])
+def test_evaluating_and_serving_import_no_lightning(module):
+    """A trained model loads as its network alone (lightning_modules/export.py): Lightning and
+    torchmetrics cost seconds in every evaluate process and served model's start-up."""
+    heavy = "{'lightning', 'torchmetrics'}"
+    code = f"import sys, {module}; print(sorted({heavy} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
