@@ -11,11 +11,44 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from xdist.scheduler import LoadFileScheduling
 
 from bench.suite.repo import copy_repo
 from stages.config import Params, parse_params
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# The flow's copy (flow_repo) takes minutes to build: under xdist the files that use it run in
+# test_flow.py's worker, so that it is built once.
+SAME_WORKER = {
+    "tests/test_predict.py": "tests/test_flow.py",
+    "tests/test_temporary_server.py": "tests/test_flow.py",
+}
+
+
+class FileScheduling(LoadFileScheduling):
+    """`make test`'s `pytest -n auto --dist loadfile`: a file's tests run in one worker (its
+    module fixtures built once), and SAME_WORKER's files in their partner's. (xdist's own
+    `loadgroup` marks do nothing under pytest 9.2: it renames node ids through an attribute that
+    pytest no longer reads.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope = super()._split_scope(nodeid)
+        return SAME_WORKER.get(scope, scope)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A new user of flow_repo missing from SAME_WORKER would build it again in another worker."""
+    for item in items:
+        where = item.nodeid.split("::", 1)[0]
+        uses = "flow_repo" in getattr(item, "fixturenames", ())
+        if uses and SAME_WORKER.get(where, where) != "tests/test_flow.py":
+            raise pytest.UsageError(f"{where} uses flow_repo: add it to SAME_WORKER")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> FileScheduling | None:
+    return FileScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.fixture(scope="session")
