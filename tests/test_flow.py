@@ -2,7 +2,10 @@
 
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import yaml
@@ -182,16 +185,25 @@ def test_models_leave_register_out_and_say_so(flow_repo):
     assert any(m.startswith("not run with --models: register ") for m in messages)
 
 
-def test_a_changed_param_runs_its_stages_and_what_follows_only(flow_repo):
+def test_a_changed_param_runs_its_stages_and_what_follows_only(flow_repo, tmp_path):
     root, _ = flow_repo
-    original = (root / "params.yaml").read_text()
+    original, lock = (root / "params.yaml").read_text(), (root / "dvc.lock").read_text()
+    shutil.copytree(root / "metrics", tmp_path / "metrics")  # DVC caches none of them
     params = yaml.safe_load(original)
     params["models"]["cnn"]["weight_decay"] *= 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         state = pipeline(project_dir=str(root), return_state=True)
     finally:
+        # The copy as it was (the models from DVC's cache): the next tests retrain nothing.
         (root / "params.yaml").write_text(original)
+        (root / "dvc.lock").write_text(lock)
+        shutil.rmtree(root / "metrics")
+        shutil.copytree(tmp_path / "metrics", root / "metrics")
+        dvc = [sys.executable, "-m", "dvc"]
+        subprocess.run([*dvc, "checkout", "--force"], cwd=root, check=True, capture_output=True)
+    status = subprocess.run([*dvc, "status"], cwd=root, check=True, capture_output=True)
+    assert "up to date" in status.stdout.decode()
     ran = {stage for stage, outcome in state.result().items() if outcome == "ran"}
     assert ran == {"train@cnn", "evaluate@cnn", "register"}
     messages = logs(state, skipped=len(STAGES) - len(ran))
