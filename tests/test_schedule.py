@@ -72,7 +72,12 @@ def test_served_deployment_has_the_schedule_and_runs(tmp_path):
         assert (cron["cron"], cron["timezone"]) == (schedule["cron"], schedule["timezone"])
         assert deployment["global_concurrency_limit"]["limit"] == 1
         assert deployment["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
-        _api(f"{api}/deployments/name/batch-predict/on-demand")  # served, no schedule
+        # Served too, without a schedule: `serve()` creates the deployments one after another,
+        # so under load this one can still be missing when the first is there (a 404).
+        on_demand = _wait(
+            lambda: _api(f"{api}/deployments/name/batch-predict/on-demand"), 60, "batch-predict"
+        )
+        assert not on_demand["schedules"]
 
         run = _api(f"{api}/deployments/{deployment['id']}/create_flow_run", {})
         final = _wait(
