@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_modules.cnn import CNN
 from lightning_modules.rnn import RecurrentClassifier
-from lightning_modules.sequence_cnn import FCN, InceptionTime
+from lightning_modules.sequence_cnn import FCN, InceptionTime, ResNet
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ MODELS: dict[str, ModelSpec] = {
     "lstm": ModelSpec(partial(RecurrentClassifier, cell="lstm"), "sequence"),
     "gru": ModelSpec(partial(RecurrentClassifier, cell="gru"), "sequence"),
     "fcn": ModelSpec(FCN, "sequence"),
+    "resnet": ModelSpec(ResNet, "sequence"),
     "inception": ModelSpec(InceptionTime, "sequence"),
 }
 

@@ -1,7 +1,8 @@
-"""Convolutional classifiers for variable-length series: `fcn` and `inception`.
+"""Convolutional classifiers for variable-length series: `fcn`, `resnet` and `inception`.
 
-- FCN: Wang, Yan & Oates, "Time series classification from scratch with deep neural
-  networks: a strong baseline", IJCNN 2017: three convolution blocks, global average pooling.
+- FCN and ResNet: Wang, Yan & Oates, "Time series classification from scratch with deep neural
+  networks: a strong baseline", IJCNN 2017: three convolution blocks, global average pooling;
+  ResNet stacks FCN's three convolutions into each of three residual blocks.
 - InceptionTime: Ismail Fawaz et al., "InceptionTime: finding AlexNet for time series
   classification", Data Mining and Knowledge Discovery 34, 2020: inception modules with a
   bottleneck, three kernel widths and a max-pool branch, a residual shortcut every 3 modules.
@@ -77,15 +78,20 @@ class SameConv1d(nn.Conv1d):
 
 
 class ConvNormReLU(nn.Module):
-    """'Same' convolution → masked batch norm → ReLU; zero past each series' end."""
+    """'Same' convolution → masked batch norm → ReLU (unless `activate` is off, for a residual
+    sum to be activated instead); zero past each series' end."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, activate: bool = True
+    ) -> None:
         super().__init__()
         self.conv = SameConv1d(in_channels, out_channels, kernel_size)
         self.norm = MaskedBatchNorm1d(out_channels)
+        self.activate = activate
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(x), mask))
+        x = self.norm(self.conv(x), mask)
+        return F.relu(x) if self.activate else x
 
 
 def masked_input(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,8 +167,8 @@ class InceptionModule(nn.Module):
 
 
 class Shortcut(nn.Module):
-    """The residual connection of InceptionTime: 1x1 convolution → batch norm (no ReLU: the
-    sum is activated)."""
+    """The residual connection of InceptionTime and ResNet: 1x1 convolution → batch norm (no
+    ReLU: the sum is activated)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -210,4 +216,55 @@ class InceptionTime(nn.Module):
             x = block(x, mask)
             if d % 3 == 2 and d // 3 < len(self.shortcuts):
                 x = block_input = F.relu(x + self.shortcuts[d // 3](block_input, mask))
+        return self.head(_global_average(x, lengths))
+
+
+class ResidualBlock(nn.Module):
+    """FCN's convolutions in a row (the last one not activated) plus a shortcut, then ReLU.
+    The shortcut is a 1x1 convolution and batch norm, as in Wang et al.'s code, or batch norm
+    alone where the channels already match (as in Ismail Fawaz et al.'s re-implementation)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        widths = [in_channels] + [out_channels] * len(kernel_sizes)
+        last = len(kernel_sizes) - 1
+        self.convs = nn.ModuleList(
+            ConvNormReLU(a, b, k, activate=i < last)
+            for i, (a, b, k) in enumerate(zip(widths[:-1], widths[1:], kernel_sizes, strict=True))
+        )
+        self.shortcut = (
+            Shortcut(in_channels, out_channels)
+            if in_channels != out_channels
+            else MaskedBatchNorm1d(out_channels)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = x
+        for conv in self.convs:
+            out = conv(out, mask)
+        return F.relu(out + self.shortcut(x, mask))
+
+
+class ResNet(nn.Module):
+    """One residual block per entry of `channels`, each with a convolution per kernel size."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int],
+        num_classes: int,
+        channels: tuple[int, ...] = (64, 128, 128),
+        kernel_sizes: tuple[int, ...] = (8, 5, 3),
+    ) -> None:
+        super().__init__()
+        _, in_channels = input_shape
+        self.blocks = nn.ModuleList()
+        for out_channels in channels:
+            self.blocks.append(ResidualBlock(in_channels, out_channels, tuple(kernel_sizes)))
+            in_channels = out_channels
+        self.head = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x, mask = masked_input(x, lengths)
+        for block in self.blocks:
+            x = block(x, mask)
         return self.head(_global_average(x, lengths))

@@ -52,6 +52,18 @@ class FCNSpec(Section):
         return self
 
 
+class ResNetSpec(Section):
+    """Wang et al. 2017's ResNet: a residual block per entry of `channels`, each with one
+    convolution per entry of `kernel_sizes` (defaults: the paper's)."""
+
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[64, 128, 128], min_length=1, max_length=8
+    )
+    kernel_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default=[8, 5, 3], min_length=1, max_length=8
+    )
+
+
 class InceptionSpec(Section):
     """InceptionTime (Ismail Fawaz et al. 2020); defaults: the paper's."""
 
@@ -81,12 +93,14 @@ ARCH_SECTIONS = {
     "lstm": "rnn",
     "gru": "rnn",
     "fcn": "fcn",
+    "resnet": "resnet",
     "inception": "inception",
 }
 SECTION_SPECS: dict[str, type[Section]] = {
     "cnn": CNNSpec,
     "rnn": RNNSpec,
     "fcn": FCNSpec,
+    "resnet": ResNetSpec,
     "inception": InceptionSpec,
 }
 
@@ -95,10 +109,11 @@ class ModelConfig(Section):
     """One trained model: its architecture, the dataset it learns, and how it is optimised."""
 
     dataset: str
-    arch: Literal["cnn", "rnn", "lstm", "gru", "fcn", "inception"]
+    arch: Literal["cnn", "rnn", "lstm", "gru", "fcn", "resnet", "inception"]
     cnn: CNNSpec | None = None
     rnn: RNNSpec | None = None
     fcn: FCNSpec | None = None
+    resnet: ResNetSpec | None = None
     inception: InceptionSpec | None = None
     augment: AugmentSpec | None = None  # images only
     batch_size: Annotated[int, Field(ge=1)] = 64

@@ -173,10 +173,17 @@ def test_sequence_cnn_sections_parse(raw_params):
         "arch": "inception",
         "inception": {"depth": 3, "filters": 16, "kernel_size": 20, "bottleneck": 0},
     }
+    raw["models"]["res"] = {
+        "dataset": "japanese_vowels",
+        "arch": "resnet",
+        "resnet": {"channels": [32, 64], "kernel_sizes": [7, 5, 3, 1]},
+    }
     params = parse_params(raw)
-    fcn, inception = params.models["seq"], params.models["inc"]
-    assert fcn.kind == inception.kind == "sequence"
+    fcn, inception, resnet = (params.models[k] for k in ("seq", "inc", "res"))
+    assert fcn.kind == inception.kind == resnet.kind == "sequence"
     assert fcn.model_kwargs == {"channels": (64, 64), "kernel_sizes": (8, 5), "dropout": 0.1}
+    # A block per channel count, every block with all the kernels: the lengths may differ.
+    assert resnet.model_kwargs == {"channels": (32, 64), "kernel_sizes": (7, 5, 3, 1)}
     assert inception.model_kwargs == {
         "depth": 3,
         "filters": 16,
@@ -214,6 +221,14 @@ def test_every_arch_is_registered_with_its_section_defaults(arch):
         (
             {"arch": "fcn", "fcn": {}, "inception": {}},
             "models.seq: `inception` settings do not apply to arch 'fcn'",
+        ),
+        (
+            {"arch": "resnet", "fcn": {}},
+            "models.seq: `fcn` settings do not apply to arch 'resnet'",
+        ),
+        (
+            {"arch": "resnet", "resnet": {"kernel_sizes": []}},
+            "models.seq.resnet.kernel_sizes: List should have at least 1 item after validation",
         ),
         (
             {"arch": "fcn", "fcn": {"channels": [64, 64], "kernel_sizes": [8]}},

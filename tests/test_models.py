@@ -33,9 +33,8 @@ def test_forward_shape_and_finite(name):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(
-        KeyError, match="unknown model 'transformer'; known: cnn, fcn, gru, inception, lstm, rnn"
-    ):
+    known = "cnn, fcn, gru, inception, lstm, resnet, rnn"
+    with pytest.raises(KeyError, match=f"unknown model 'transformer'; known: {known}"):
         create_model("transformer", (1, 8, 8), 10)
 
 
@@ -84,6 +83,9 @@ PADDING_CASES = (
     ]
     + [
         ("fcn", {"channels": (8, 16, 8), "kernel_sizes": (4, 6, 2)}),
+        # Equal widths: batch-norm-only shortcuts; one convolution a block: none activated.
+        ("resnet", {"channels": (6, 6), "kernel_sizes": (4, 7)}),
+        ("resnet", {"channels": (5, 8), "kernel_sizes": (3,)}),
         ("inception", {"depth": 4, "filters": 4, "kernel_size": 12, "bottleneck": 0}),
         ("inception", {"depth": 3, "filters": 4, "kernel_size": 8, "residual": False}),
     ]
@@ -127,7 +129,7 @@ def test_padding_length_never_changes_training(name):
         torch.testing.assert_close(a, b, msg=key)
 
 
-@pytest.mark.parametrize("name", ["fcn", "inception"])
+@pytest.mark.parametrize("name", ["fcn", "inception", "resnet"])
 @pytest.mark.parametrize("training", [False, True])
 def test_series_shorter_than_the_kernel(name, training):
     torch.manual_seed(0)
@@ -161,6 +163,7 @@ def test_masked_batch_norm_ignores_padded_steps():
 SMALL = {
     "fcn": {"channels": (8, 8), "kernel_sizes": (8, 3)},
     "inception": {"depth": 3, "filters": 4, "kernel_size": 8, "bottleneck": 4},
+    "resnet": {"channels": (4, 8), "kernel_sizes": (8, 3)},
 }
 
 
