@@ -109,7 +109,20 @@ def _global_average(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=2) / lengths.to(x.device, x.dtype)[:, None]
 
 
-class FCN(nn.Module):
+class _BlockStack(nn.Module):
+    """`blocks` one after another, global average pooling, then `head` (FCN and ResNet)."""
+
+    blocks: nn.ModuleList
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x, mask = masked_input(x, lengths)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(_global_average(x, lengths))
+
+
+class FCN(_BlockStack):
     def __init__(
         self,
         input_shape: tuple[int, int],
@@ -130,12 +143,6 @@ class FCN(nn.Module):
             self.blocks.append(ConvNormReLU(in_channels, out_channels, kernel_size))
             in_channels = out_channels
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x, mask = masked_input(x, lengths)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(_global_average(x, lengths))
 
 
 class InceptionModule(nn.Module):
@@ -245,7 +252,7 @@ class ResidualBlock(nn.Module):
         return F.relu(out + self.shortcut(x, mask))
 
 
-class ResNet(nn.Module):
+class ResNet(_BlockStack):
     """One residual block per entry of `channels`, each with a convolution per kernel size."""
 
     def __init__(
@@ -262,9 +269,3 @@ class ResNet(nn.Module):
             self.blocks.append(ResidualBlock(in_channels, out_channels, tuple(kernel_sizes)))
             in_channels = out_channels
         self.head = nn.Linear(in_channels, num_classes)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x, mask = masked_input(x, lengths)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(_global_average(x, lengths))
