@@ -2,21 +2,22 @@
 
 For each archive and seed, a temporary copy of the repository gets a params.yaml whose only
 dataset is that archive (with the default sequence dataset's split section) and whose models
-are the default sequence models (those of params.yaml whose dataset holds sequences), each
-with only `dataset` changed; seed s sets `trainer.seed` and the split seed. `dvc repro
---keep-going` runs there with its own SQLite MLflow store, and the test accuracy and training
-seconds come from `metrics/eval/<model>.json` and `metrics/train/<model>.json`. A stage that
-fails is an error cell, not the end of the suite. Beside the models: the majority class, 1-NN
-Euclidean and 1-NN DTW on the archive's own TRAIN/TEST files, z-normalised per channel with the
-TRAIN file's statistics as prepare does, Euclidean padding shorter series with their last value
-(bench/suite/baselines.py), and the published InceptionTime and FCN figures
-(bench/suite/published.py). Prints a markdown table,
+are the default sequence models (those of params.yaml, or of the file `--params` names, whose
+dataset holds sequences), each with only `dataset` changed; seed s sets `trainer.seed` and the
+split seed. `dvc repro --keep-going` runs there with its own SQLite MLflow store, and the test
+accuracy and training seconds come from `metrics/eval/<model>.json` and
+`metrics/train/<model>.json`. A stage that fails is an error cell, not the end of the suite.
+Beside the models: the majority class, 1-NN Euclidean and 1-NN DTW on the archive's own
+TRAIN/TEST files, z-normalised per channel with the TRAIN file's statistics as prepare does,
+Euclidean padding shorter series with their last value (bench/suite/baselines.py), and the
+published InceptionTime and FCN figures (bench/suite/published.py). Prints a markdown table,
 with the mean over archives last; `--out` writes every raw result as JSON. `UnitTest`, a cut
 ChinaTown that sktime ships as a test fixture, is left out.
 
     python bench/sequence_suite.py                                  # every archive, seed 0
     python bench/sequence_suite.py --seeds 3 --out suite.json       # mean ± std over 3 seeds
     python bench/sequence_suite.py --archives GunPoint --models lstm --max-epochs 1
+    python bench/sequence_suite.py --params mine.yaml --models resnet  # a recipe of your own
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from suite.baselines import describe_and_score
 from suite.published import PUBLISHED
 from suite.repo import ROOT, run_pipeline
 
-from stages.config import parse_params
+from stages.config import load_params, parse_params
+from stages.errors import PipelineError
 from stages.ingest import shipped_sktime_datasets
 
 FIXTURES = {"UnitTest"}
@@ -120,11 +122,29 @@ def table(results: dict[str, dict], models: list[str]) -> str:
     return "\n".join(lines)
 
 
+def load_raw(path: Path) -> dict:
+    """The params of `path`, checked as a stage would check them (PipelineError if not)."""
+    load_params(path)
+    return yaml.safe_load(path.read_text())
+
+
 def main() -> None:
     shipped = {n: d for n, d in shipped_sktime_datasets().items() if n not in FIXTURES}
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # --params first (without -h, which must show every option): it sets --models' choices.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument(
+        "--params",
+        type=Path,
+        default=ROOT / "params.yaml",
+        help="the params whose sequence models run, e.g. a copy with a recipe of your own "
+        "(default: this repository's params.yaml)",
+    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[first])
+    try:
+        raw = load_raw(first.parse_known_args()[0].params)
+    except PipelineError as exc:
+        parser.error(str(exc))
     defaults = sequence_models(raw)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=positive, default=1, help="seeds 0..N-1 (default 1)")
     parser.add_argument(
         "--archives",
@@ -150,7 +170,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if not defaults:
-        sys.exit("params.yaml has no model of a sequence dataset: nothing to run")
+        sys.exit(f"{args.params} has no model of a sequence dataset: nothing to run")
     results = {}
     for archive in args.archives:
         print(f"{archive}: baselines", file=sys.stderr)

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from bench.suite.baselines import dtw_distance, nearest_dtw, nearest_euclidean
 from tests.conftest import REPO
@@ -51,20 +52,56 @@ def test_nearest_euclidean_pads_with_the_last_value():
     assert nearest_euclidean(train, [series(5)]).tolist() == [1]
 
 
-@pytest.mark.slow
-def test_suite_smoke_run(tmp_path):
-    out = tmp_path / "suite.json"
-    script = REPO / "bench" / "sequence_suite.py"
-    args = ["--archives", "ItalyPowerDemand", "--max-epochs", "1", "--seeds", "1", "--out", out]
-    done = subprocess.run(
-        [sys.executable, script, *map(str, args)], cwd=tmp_path, capture_output=True, text=True
+SCRIPT = REPO / "bench" / "sequence_suite.py"
+
+
+def _suite(tmp_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *map(str, args)], cwd=tmp_path, capture_output=True, text=True
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, "missing.yaml: file not found"),
+        ("models: [", "not valid YAML"),
+        ("models: {}\n", "invalid params:\n  datasets: Field required"),
+    ],
+)
+def test_bad_params_file_is_named_before_any_work(tmp_path, text, expected):
+    params = tmp_path / "missing.yaml"
+    if text is not None:
+        params.write_text(text)
+    out = tmp_path / "suite.json"
+    done = _suite(tmp_path, "--params", params, "--archives", "ItalyPowerDemand", "--out", out)
+    assert done.returncode == 2
+    assert expected in done.stderr and str(params) in done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_suite_smoke_run(tmp_path, raw_params):
+    """The default models and a recipe of the user's own (`--params`), one epoch each."""
+    params = tmp_path / "mine.yaml"
+    raw_params["models"]["resnet"] = {
+        "dataset": "japanese_vowels",
+        "arch": "resnet",
+        "resnet": {"channels": [8, 8], "kernel_sizes": [5, 3]},
+    }
+    params.write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    out = tmp_path / "suite.json"
+    done = _suite(
+        tmp_path, "--params", params, "--archives", "ItalyPowerDemand", "--max-epochs", "1",
+        "--seeds", "1", "--out", out,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("| ItalyPowerDemand"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:5] == ["67", "1029", "24", "2"]
     runs = json.loads(out.read_text())["ItalyPowerDemand"]["runs"]
-    assert runs and all("error" not in r for r in runs), runs
+    assert {r["model"] for r in runs} == {"lstm", "gru", "fcn", "resnet"}, runs
+    assert all("error" not in r for r in runs), runs
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["train_seconds"] > 0 for r in runs)
     # A model column per run, then majority, 1-NN ED and DTW, published, train seconds.
     for cell in cells[5:]:
