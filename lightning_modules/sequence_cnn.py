@@ -228,8 +228,8 @@ class InceptionTime(nn.Module):
 
 class ResidualBlock(nn.Module):
     """FCN's convolutions in a row (the last one not activated) plus a shortcut, then ReLU.
-    The shortcut is a 1x1 convolution and batch norm, as in Wang et al.'s code, or batch norm
-    alone where the channels already match (as in Ismail Fawaz et al.'s re-implementation)."""
+    The shortcut is a 1x1 convolution and batch norm where the block changes the width, batch
+    norm alone where it does not, as in Ismail Fawaz et al. 2019's re-implementation."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: tuple[int, ...]) -> None:
         super().__init__()
