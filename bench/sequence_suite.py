@@ -28,7 +28,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
 from suite.args import positive
 
 # `suite` is bench/suite: Python puts this script's folder first on sys.path.
@@ -36,7 +35,7 @@ from suite.baselines import describe_and_score
 from suite.published import PUBLISHED
 from suite.repo import ROOT, run_pipeline
 
-from stages.config import load_params, parse_params
+from stages.config import parse_params, read_raw_params
 from stages.errors import PipelineError
 from stages.ingest import shipped_sktime_datasets
 
@@ -122,12 +121,6 @@ def table(results: dict[str, dict], models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def load_raw(path: Path) -> dict:
-    """The params of `path`, checked as a stage would check them (PipelineError if not)."""
-    load_params(path)
-    return yaml.safe_load(path.read_text())
-
-
 def main() -> None:
     shipped = {n: d for n, d in shipped_sktime_datasets().items() if n not in FIXTURES}
     # --params first (without -h, which must show every option): it sets --models' choices.
@@ -140,8 +133,10 @@ def main() -> None:
         "(default: this repository's params.yaml)",
     )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[first])
-    try:
-        raw = load_raw(first.parse_known_args()[0].params)
+    path = first.parse_known_args()[0].params
+    try:  # checked as a stage would check it
+        raw = read_raw_params(path)
+        parse_params(raw, source=str(path))
     except PipelineError as exc:
         parser.error(str(exc))
     defaults = sequence_models(raw)

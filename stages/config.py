@@ -268,13 +268,17 @@ class Params(Section):
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Parse and validate `path`; every problem becomes one PipelineError naming its key path."""
+    return parse_params(read_raw_params(path), source=str(path))
+
+
+def read_raw_params(path: Path) -> Any:
+    """`path`'s YAML, unvalidated; a missing file or bad YAML is a PipelineError naming it."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, source=str(path))
 
 
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:

@@ -1,5 +1,6 @@
 """bench/sequence_suite.py: its DTW against hand-computed cases, and a smoke run (`slow`)."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def test_bad_params_file_is_named_before_any_work(tmp_path, text, expected):
 def test_suite_smoke_run(tmp_path, raw_params):
     """The default models and a recipe of the user's own (`--params`), one epoch each."""
     params = tmp_path / "mine.yaml"
+    raw_params = copy.deepcopy(raw_params)  # the session's fixture: others read it after
     raw_params["models"]["resnet"] = {
         "dataset": "japanese_vowels",
         "arch": "resnet",
