@@ -76,7 +76,7 @@ def fold_accuracy(
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from stages.train import SELECT_BEST, build_classifier, build_trainer
+    from stages.training import SELECT_BEST, build_classifier, build_trainer
 
     L.seed_everything(seed, workers=True, verbose=False)
     system = build_classifier(model, data.meta)

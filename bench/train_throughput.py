@@ -27,7 +27,7 @@ import torch
 from lightning_modules.augment import image_augmentation
 from lightning_modules.data import PreparedDataModule
 from stages.config import ModelConfig, load_params
-from stages.train import build_classifier
+from stages.training import build_classifier
 
 warnings.filterwarnings("ignore")
 

@@ -16,7 +16,7 @@ import torch
 import lightning_modules.data as data_module
 from lightning_modules.data import PreparedDataModule
 from lightning_modules.export import load_classifier, weights_sha256
-from stages import prepare, train
+from stages import prepare, training
 from stages.config import load_params, parse_params
 from stages.errors import PipelineError
 from stages.links import MAKE_UI
@@ -55,7 +55,7 @@ def shrunk(name: str, **changes):
 def run_tiny(work: Path, name: str, callbacks=(), trainer_changes=None, **changes) -> dict:
     model = shrunk(name, **changes)
     prepared = tiny_prepared(work, model.kind)
-    return train.run(
+    return training.run(
         name,
         model,
         PARAMS.trainer.model_copy(
@@ -75,7 +75,7 @@ def run_tiny(work: Path, name: str, callbacks=(), trainer_changes=None, **change
 def test_fast_dev_run_every_configured_model(tmp_path, name):
     model = PARAMS.models[name]
     data = PreparedDataModule(tiny_prepared(tmp_path, model.kind), batch_size=4)
-    system = train.build_classifier(model, data.meta)
+    system = training.build_classifier(model, data.meta)
     trainer = L.Trainer(
         fast_dev_run=True,
         accelerator="cpu",
@@ -227,7 +227,7 @@ def _val_history(work: Path, run_id: str, metric: str) -> list[float]:
 )
 def test_selection_rule_on_the_validation_size(n_val, threshold, expected):
     trainer_cfg = PARAMS.trainer.model_copy(update={"min_val_for_selection": threshold})
-    assert train._selection(n_val, trainer_cfg) == expected
+    assert training._selection(n_val, trainer_cfg) == expected
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_epochs_sized_by_the_data(n_train, batch_size, max_epochs, min_steps, ep
     model = PARAMS.models["lstm"].model_copy(
         update={"batch_size": batch_size, "max_epochs": max_epochs, "min_steps": min_steps}
     )
-    assert train.epochs_for(model, n_train) == epochs
+    assert training.epochs_for(model, n_train) == epochs
 
 
 def test_tiny_validation_trains_the_whole_schedule_and_keeps_the_last_weights(tmp_path):
@@ -351,11 +351,11 @@ def test_failed_training_keeps_old_outputs_and_ends_its_run_failed(tmp_path, mon
         old.parent.mkdir(parents=True)
         old.write_text("old")
     if fault == "before_fit":
-        monkeypatch.setattr(train, "ModelCheckpoint", raising(RuntimeError("injected")))
+        monkeypatch.setattr(training, "ModelCheckpoint", raising(RuntimeError("injected")))
         expected = pytest.raises(RuntimeError, match="injected")
     else:
         full_disk = OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(train, "save_classifier", raising(full_disk))
+        monkeypatch.setattr(training, "save_classifier", raising(full_disk))
         expected = pytest.raises(
             PipelineError, match=r"models/cnn, .*cnn.json: not written: .*space"
         )
@@ -371,7 +371,7 @@ def test_failed_training_keeps_old_outputs_and_ends_its_run_failed(tmp_path, mon
 
 def test_missing_prepared_data_names_the_stage(tmp_path):
     with pytest.raises(PipelineError, match=r"run `dvc repro prepare@digits` first"):
-        train.run(
+        training.run(
             "cnn",
             PARAMS.models["cnn"],
             PARAMS.trainer,
@@ -384,9 +384,33 @@ def test_missing_prepared_data_names_the_stage(tmp_path):
         )
 
 
+def test_stage_command_checks_its_inputs_before_importing_lightning(tmp_path):
+    """`python -m stages.train` answers a missing prepared folder before it imports Lightning,
+    torch or MLflow (seconds of imports): -X importtime lists every module the process loaded."""
+    raw = PARAMS.model_dump(mode="json", by_alias=True)
+    raw["paths"] = {name: str(tmp_path / name) for name in raw["paths"]}
+    for name, dataset in raw["datasets"].items():
+        dataset["path"] = str(tmp_path / "raw" / name)
+    raw["tune"] = {}  # JSON writes 1e-05, which YAML reads as a string
+    (tmp_path / "params.yaml").write_text(json.dumps(raw))
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "stages.train", "train@cnn"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]  # bad input, not a transient failure
+    assert f"{tmp_path / 'prepared' / 'digits'}: no prepared data" in done.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert {"stages.config", "lightning_modules.prepared"} <= loaded  # what the checks read
+    assert not loaded & {"lightning", "torch", "mlflow", "stages.training"}
+
+
 def test_model_that_does_not_fit_its_data_is_refused_before_training(tmp_path):
     with pytest.raises(PipelineError, match="arch 'cnn' takes images, but .* holds sequences"):
-        train.run(
+        training.run(
             "cnn",
             shrunk("cnn"),
             PARAMS.trainer,
@@ -409,7 +433,7 @@ def test_model_that_does_not_fit_its_data_is_refused_before_training(tmp_path):
 @pytest.mark.gpu
 def test_gpu_training_loads_on_cpu(tmp_path):
     model = shrunk("cnn")
-    metrics = train.run(
+    metrics = training.run(
         "cnn",
         model,
         PARAMS.trainer.model_copy(update={"accelerator": "gpu"}),

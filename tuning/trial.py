@@ -23,7 +23,7 @@ from lightning_modules.data import PreparedDataModule
 from lightning_modules.system import NonFiniteLossError
 from stages.config import ModelConfig
 from stages.run_record import log_training_data, run_params
-from stages.train import at_epoch, build_classifier, build_trainer, kept_epoch
+from stages.training import at_epoch, build_classifier, build_trainer, kept_epoch
 from stages.tune_config import Distribution, with_values
 from tuning.folds import FoldDataModule
 from tuning.study import FAILURE, STUDY_TAG, Search
