@@ -45,7 +45,8 @@ def main(argv: list[str]) -> None:
     params = load_params()
     model = params.model(name)
     paths = params.paths
-    check_prepared(name, model, paths.prepared / model.dataset)
+    prepared = paths.prepared / model.dataset
+    check_prepared(name, model, prepared)
     tags = {
         "git_commit": git_commit(),
         "data_dvc_md5": dvc_out_hash(f"prepare@{model.dataset}"),
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
         name,
         model,
         params.trainer,
-        prepared=paths.prepared / model.dataset,
+        prepared=prepared,
         out=paths.models / name,
         metrics_file=paths.metrics / "train" / f"{name}.json",
         checkpoints=paths.checkpoints / name,
