@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lightning_modules.augment import image_augmentation
+from lightning_modules.augment import augmentation
 from lightning_modules.data import PreparedDataModule
 from stages.config import ModelConfig, load_params
 from stages.training import build_classifier
@@ -76,8 +76,12 @@ def plain(
     data = PreparedDataModule(root, batch_size=model.batch_size)
     batches = data.loader("train", shuffle=True, device=device)
     net = build_classifier(model, data.meta).to(device)
-    # The same kornia augmentation as the project's training step, when the model has one.
-    augment = image_augmentation(**model.augment.model_dump()) if model.augment else None
+    # The same augmentation as the project's training step, when the model has one.
+    augment = (
+        augmentation(model.kind == "sequence", model.augment.settings(model.kind))
+        if model.augment
+        else None
+    )
     optimizer = torch.optim.AdamW(net.parameters(), lr=model.lr, weight_decay=model.weight_decay)
     steps = (epochs + 1) * len(batches)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=model.lr, total_steps=steps)
@@ -91,7 +95,7 @@ def plain(
         start = time.perf_counter()
         for *inputs, y in batches:
             if augment is not None:
-                inputs[0] = augment(inputs[0])
+                inputs[0] = augment(*inputs)
             with autocast:
                 loss = loss_fn(net(*inputs), y)
             optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassF1Score
 
-from lightning_modules.augment import image_augmentation
+from lightning_modules.augment import augmentation
 from lightning_modules.registry import create_model
 
 
@@ -56,12 +56,12 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.hparams.augment and self.augment is None:
-            self.augment = image_augmentation(**self.hparams.augment)
+            self.augment = augmentation(self.sequence, self.hparams.augment)
 
     def _step(self, batch: tuple[torch.Tensor, ...], split: str) -> torch.Tensor:
         *inputs, y = batch
         if split == "train" and self.augment is not None:
-            inputs[0] = self.augment(inputs[0])
+            inputs[0] = self.augment(*inputs)  # series: (x, lengths); images: (x,)
         logits = self(*inputs)
         loss = self.loss(logits, y)
         preds = logits.argmax(dim=1)

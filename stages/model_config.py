@@ -76,14 +76,30 @@ class InceptionSpec(Section):
 
 
 class AugmentSpec(Section):
-    """Random affine augmentation of training images (kornia, on the training device, drawn
-    from the seeded torch generator): validation, test and serving see the images unchanged.
-    All zeros (the default) is no augmentation."""
+    """Random changes of the training inputs (lightning_modules/augment.py, on the training
+    device, drawn from the seeded torch generator): validation, test and serving see the
+    inputs unchanged. Images take the affine keys, series the others; all zeros (the
+    default) is no augmentation."""
 
+    # Images: a random affine transform with kornia.
     rotate: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0  # degrees either way
     translate: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0  # a fraction of height and width
     scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # zoom by a factor in [1-s, 1+s]
     hflip: bool = False  # mirror half the images (never for digits or text)
+    # Series: a random window of each series stretched to its length, amplitude, noise.
+    crop: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # the window keeps a fraction in [1-c, 1]
+    magnitude: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # each channel × 1 + m · N(0, 1)
+    jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # noise std, in normalised units
+
+    def settings(self, kind: Literal["image", "sequence"]) -> dict[str, Any]:
+        """The settings of one kind of input (the keyword arguments of its transform)."""
+        return {name: getattr(self, name) for name in AUGMENT_KEYS[kind]}
+
+
+AUGMENT_KEYS = {
+    "image": ("rotate", "translate", "scale", "hflip"),
+    "sequence": ("crop", "magnitude", "jitter"),
+}
 
 
 # The settings section each arch reads; any other section given is an error.
@@ -115,7 +131,7 @@ class ModelConfig(Section):
     fcn: FCNSpec | None = None
     resnet: ResNetSpec | None = None
     inception: InceptionSpec | None = None
-    augment: AugmentSpec | None = None  # images only
+    augment: AugmentSpec | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     max_epochs: Annotated[int, Field(ge=1)] = 30
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
@@ -146,6 +162,12 @@ class ModelConfig(Section):
         for section in SECTION_SPECS:
             if section != ARCH_SECTIONS[self.arch] and getattr(self, section) is not None:
                 raise ValueError(f"`{section}` settings do not apply to arch '{self.arch}'")
-        if self.augment is not None and self.kind != "image":
-            raise ValueError(f"`augment` is for images; arch '{self.arch}' reads sequences")
+        if self.augment is not None:
+            other = "sequence" if self.kind == "image" else "image"
+            wrong = [key for key in AUGMENT_KEYS[other] if getattr(self.augment, key)]
+            if wrong:
+                raise ValueError(
+                    f"augment.{wrong[0]} is for {other}s; arch '{self.arch}' reads "
+                    f"{self.kind}s (its augment keys: {', '.join(AUGMENT_KEYS[self.kind])})"
+                )
         return self

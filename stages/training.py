@@ -250,7 +250,7 @@ def build_classifier(model: ModelConfig, meta: dict) -> Classifier:
         weight_decay=model.weight_decay,
         scheduler=model.scheduler,
         label_smoothing=model.label_smoothing,
-        augment=model.augment.model_dump() if model.augment else None,
+        augment=model.augment.settings(model.kind) if model.augment else None,
     )
 
 

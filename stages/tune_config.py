@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from stages.model_config import ARCH_SECTIONS, SECTION_SPECS, AugmentSpec, ModelConfig
+from stages.model_config import ARCH_SECTIONS, AUGMENT_KEYS, SECTION_SPECS, ModelConfig
 from stages.section import Section
 
 Scalar = bool | int | float | str
@@ -132,12 +132,11 @@ def check_space(name: str, model: ModelConfig, tune: TuneConfig) -> None:
 
 
 def settings(model: ModelConfig) -> list[str]:
-    """The settings a search can set: the model's own, its arch section's, and for images
-    the augmentation's (the model's params models refuse a value of the wrong type)."""
+    """The settings a search can set: the model's own, its arch section's, and the
+    augmentation's of its kind of input (the model's params models refuse a value of the
+    wrong type)."""
     sections = {"dataset", "arch", "augment", *SECTION_SPECS}
     found = [name for name in ModelConfig.model_fields if name not in sections]
     section = ARCH_SECTIONS[model.arch]
     found += [f"{section}.{name}" for name in SECTION_SPECS[section].model_fields]
-    if model.kind == "image":
-        found += [f"augment.{name}" for name in AugmentSpec.model_fields]
-    return found
+    return found + [f"augment.{name}" for name in AUGMENT_KEYS[model.kind]]
