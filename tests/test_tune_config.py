@@ -14,6 +14,7 @@ GOOD_SPACE = {
     "rnn.dropout": {"uniform": [0.0, 0.5]},
     "batch_size": {"log_int": [8, 64]},
     "rnn.num_layers": {"int": [1, 2]},
+    "augment.magnitude": {"uniform": [0.0, 0.2]},
 }
 
 
@@ -47,6 +48,14 @@ def test_a_good_space_parses(raw_params):
             {"lstm": {"space": {"rnn.dropout": {"uniform": [0.0, 1.5]}}}},
             "tune.lstm.space.rnn.dropout: models.lstm.rnn.dropout refuses 1.5 of uniform "
             "[0.0, 1.5]: Input should be less than 1",
+        ),
+        (
+            {"lstm": {"space": {"augment.crop": {"uniform": [0.0, 1.5]}}}},
+            "tune.lstm.space.augment.crop: models.lstm.augment.crop refuses 1.5 of uniform",
+        ),
+        (
+            {"lstm": {"space": {"augment.rotate": {"uniform": [0.0, 10.0]}}}},
+            "tune.lstm.space.augment.rotate: not a setting of models.lstm",
         ),
         (
             {"lstm": {"space": {"rnn.pooling": {"choice": ["last", "max"]}}}},
@@ -101,6 +110,9 @@ def test_with_values_sets_dotted_keys_and_keeps_the_rest(raw_params):
     changed = with_values(model, {"lr": 0.02, "rnn.hidden_size": 32})
     assert changed.lr == 0.02 and changed.rnn.hidden_size == 32
     assert changed.rnn.frontend == model.rnn.frontend and changed.batch_size == model.batch_size
+    gru = parse_params(raw_params).models["gru"]
+    cropped = with_values(gru, {"augment.crop": 0.1})
+    assert cropped.augment.crop == 0.1 and cropped.augment.magnitude == gru.augment.magnitude
 
 
 def test_contains_says_which_values_a_trial_can_take(raw_params):
