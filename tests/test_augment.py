@@ -74,16 +74,23 @@ def test_transform_moves_pixels_keeps_shape_and_repeats_the_border():
     assert torch.allclose(augment(flat), flat)
 
 
-def test_training_with_augmentation_is_seeded_and_its_model_loads_without_it(tmp_path):
-    augment = AugmentSpec(rotate=20, translate=0.1, scale=0.1)
-    plain = run_tiny(tmp_path / "plain", "cnn", augment=None)
-    first = run_tiny(tmp_path / "a", "cnn", augment=augment)
-    second = run_tiny(tmp_path / "b", "cnn", augment=augment)
+def trained_with(tmp_path, name: str, augment: AugmentSpec, kind: str) -> torch.nn.Module:
+    """Model `name` trained twice with `augment` and once without: the same seed gives the
+    same weights, the augmentation changes them, and the saved model loads without it."""
+    plain = run_tiny(tmp_path / "plain", name, augment=None)
+    first = run_tiny(tmp_path / "a", name, augment=augment)
+    second = run_tiny(tmp_path / "b", name, augment=augment)
     assert first["weights_sha256"] == second["weights_sha256"]
     assert first["weights_sha256"] != plain["weights_sha256"]  # it did change what was learnt
-    module, spec = load_classifier(tmp_path / "a" / "models" / "cnn")
-    assert spec["hparams"]["augment"] == augment.settings("image")
+    module, spec = load_classifier(tmp_path / "a" / "models" / name)
+    assert spec["hparams"]["augment"] == augment.settings(kind)
     assert not hasattr(module, "augment")  # predicting never augments
+    return module
+
+
+def test_training_with_augmentation_is_seeded_and_its_model_loads_without_it(tmp_path):
+    augment = AugmentSpec(rotate=20, translate=0.1, scale=0.1)
+    module = trained_with(tmp_path, "cnn", augment, "image")
     images = torch.from_numpy(np.load(tiny_prepared(tmp_path / "a", "image") / "x_test.npy"))
     with torch.no_grad():
         assert torch.equal(module(images), module(images))
@@ -137,12 +144,4 @@ def test_magnitude_scales_each_channel_of_a_series_by_one_factor():
 
 
 def test_training_a_sequence_model_with_augmentation_is_seeded(tmp_path):
-    augment = AugmentSpec(crop=0.2, magnitude=0.1, jitter=0.05)
-    plain = run_tiny(tmp_path / "plain", "lstm", augment=None)
-    first = run_tiny(tmp_path / "a", "lstm", augment=augment)
-    second = run_tiny(tmp_path / "b", "lstm", augment=augment)
-    assert first["weights_sha256"] == second["weights_sha256"]
-    assert first["weights_sha256"] != plain["weights_sha256"]
-    module, spec = load_classifier(tmp_path / "a" / "models" / "lstm")
-    assert spec["hparams"]["augment"] == augment.settings("sequence")
-    assert not hasattr(module, "augment")
+    trained_with(tmp_path, "lstm", AugmentSpec(crop=0.2, magnitude=0.1, jitter=0.05), "sequence")
